@@ -1,0 +1,55 @@
+"""A tiny deterministic stand-in for EnCodec, for fast tests of everything around the model.
+
+It keeps the real model's geometry (sample rate, channels, hop, windows, normalisation) so
+windowing, batching, pooling, caching and indexing are exercised exactly, but each latent frame
+depends only on its own ``hop`` input samples, so it runs in microseconds and needs no torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sonovec.models.base import Encoded, ModelSpec, WeightsInfo
+
+
+class FakeBackend:
+    kind = "fake"
+    device = "cpu"
+
+    def __init__(self, spec: ModelSpec, seed: int = 0) -> None:
+        self.spec = spec
+        rng = np.random.default_rng(seed)
+        self._projection = rng.standard_normal((spec.hop_length, spec.latent_dim)).astype(np.float32)
+        self._projection /= np.sqrt(spec.hop_length)
+        self.weights = WeightsInfo(
+            source=f"fake:seed={seed}",
+            fingerprint=f"fake-{spec.name}-{seed}",
+            pretrained=False,
+            warning="fake backend: deterministic stand-in, not EnCodec; for tests only",
+        )
+
+    def encode(self, audio: np.ndarray) -> Encoded:
+        batch, _, length = audio.shape
+        hop = self.spec.hop_length
+        if self.spec.normalize:
+            mono = audio.mean(axis=1, keepdims=True)
+            scales = (1e-8 + np.sqrt(np.square(mono).mean(axis=2, keepdims=True))).astype(np.float32)
+            audio = audio / scales
+        else:
+            scales = np.ones((batch, 1, 1), np.float32)
+        frames = self.spec.num_frames(length)
+        mono = np.zeros((batch, frames * hop), np.float32)
+        mono[:, :length] = audio.mean(axis=1)
+        latents = np.tanh(mono.reshape(batch, frames, hop) @ self._projection)  # [B, F, D]
+        return Encoded(np.ascontiguousarray(latents.transpose(0, 2, 1)), scales.reshape(batch))
+
+    def quantize(self, latents: np.ndarray, bandwidth: float) -> np.ndarray:
+        k = self.spec.num_codebooks(bandwidth)
+        levels = np.floor((latents[:, :k, :] + 1.0) * 0.5 * (self.spec.codebook_size - 1) + 0.5)
+        return np.clip(levels, 0, self.spec.codebook_size - 1).astype(np.int64)
+
+    def decode(self, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        batch, _, frames = codes.shape
+        level = codes[:, 0, :].astype(np.float32) / (self.spec.codebook_size - 1) * 2.0 - 1.0
+        audio = np.repeat(level, self.spec.hop_length, axis=1) * 0.1 * scales.reshape(batch, 1)
+        return np.repeat(audio[:, None, :], self.spec.channels, axis=1).astype(np.float32)
