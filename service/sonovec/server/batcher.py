@@ -1,0 +1,254 @@
+"""Dynamic batching of windows from many requests into one model call.
+
+The batcher knows nothing about the model: it queues opaque payloads under a ``BatchKey``, forms
+batches up to a *cost* budget (audio seconds) or a maximum wait, and hands each batch to a
+``runner`` on its worker thread. It is bounded (admission fails fast with OVERLOADED), drops the
+windows of cancelled or expired requests before they run, and delivers a runner failure to every
+request in the batch.
+
+::
+
+    request A ─┬─ w0 w1 w2 ─┐             ┌─ runner(key, [A.w0, A.w1, B.w0, ...]) ─┐
+    request B ─┴─ w0 ───────┴─> queue[key] ┤                                        ├─> futures
+                                           └─ budget: max_batch_cost or max_wait ───┘
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import Any
+
+from sonovec.server.errors import ErrorKind, SonovecError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """Windows batch together only under the same key; per-request options live here, never in
+    shared model state."""
+
+    model: str
+    op: str  # "encode" (latents), "quantize" (latents + codes), "decode"
+    bandwidth: float = 0.0
+
+
+class Ticket:
+    """One request's stake in the queue: its deadline, and whether it still wants its results."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline  # time.monotonic() seconds
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() > self.deadline
+
+
+@dataclass
+class _Job:
+    payload: Any
+    cost: float
+    ticket: Ticket
+    future: Future[Any]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatchStats:
+    """What one runner call did, for metrics."""
+
+    key: BatchKey
+    size: int
+    cost: float
+    queue_waits: list[float]
+    run_seconds: float
+
+
+def _settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    """Complete a future unless its request gave up on it meanwhile."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:  # cancelled by the waiting request
+        pass
+
+
+Runner = Callable[[BatchKey, list[Any]], Sequence[Any]]
+
+
+class Batcher:
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        max_batch_cost: float,
+        max_wait_s: float,
+        max_queue_cost: float,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        name: str = "batcher",
+    ) -> None:
+        self._runner = runner
+        self.max_batch_cost = max_batch_cost
+        self.max_wait_s = max_wait_s
+        self.max_queue_cost = max_queue_cost
+        self._on_batch = on_batch
+        self._queues: dict[BatchKey, deque[_Job]] = {}
+        self._queued_cost = 0.0
+        self._queued_jobs = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._throughput = 0.0  # cost units per second, exponential moving average
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+
+    # ---- admission ----
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, key: BatchKey, payloads: Sequence[Any], costs: Sequence[float], ticket: Ticket) -> list[Future[Any]]:
+        """Queue all of one request's windows, or none of them (OVERLOADED, with Retry-After)."""
+        total = float(sum(costs))
+        if total > self.max_queue_cost:
+            raise SonovecError(
+                ErrorKind.TOO_LARGE,
+                f"request needs {total:.1f} s of model work, more than the queue holds",
+                allowed=f"at most {self.max_queue_cost:.0f} audio seconds per request",
+            )
+        futures: list[Future[Any]] = [Future() for _ in payloads]
+        with self._cond:
+            if self._stopping:
+                raise SonovecError(ErrorKind.UNAVAILABLE, "the service is shutting down", retry_after=1.0)
+            if self._queued_cost + total > self.max_queue_cost:
+                raise SonovecError(
+                    ErrorKind.OVERLOADED,
+                    f"queue full: {self._queued_cost:.0f} of {self.max_queue_cost:.0f} audio seconds waiting",
+                    retry_after=self.retry_after(),
+                )
+            queue = self._queues.setdefault(key, deque())
+            for payload, cost, future in zip(payloads, costs, futures, strict=True):
+                queue.append(_Job(payload, cost, ticket, future))
+            self._queued_cost += total
+            self._queued_jobs += len(payloads)
+            self._cond.notify()
+        return futures
+
+    def retry_after(self) -> float:
+        """Seconds until the current queue has likely drained, at the measured throughput."""
+        if self._throughput <= 0:
+            return 1.0
+        return float(max(1, math.ceil(self._queued_cost / self._throughput)))
+
+    @property
+    def queued_cost(self) -> float:
+        return self._queued_cost
+
+    @property
+    def queued_jobs(self) -> int:
+        return self._queued_jobs
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Refuse new work, finish what is queued, then end the worker."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # ---- the worker ----
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+            key, jobs = batch
+            self._run(key, jobs)
+
+    def _next_batch(self) -> tuple[BatchKey, list[_Job]] | None:
+        """Under the lock: wait for a batch that is full or old enough; None once stopped and empty."""
+        while True:
+            key = self._oldest_key()
+            if key is None:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+                continue
+            queue = self._queues[key]
+            waited = time.monotonic() - queue[0].enqueued
+            full = sum(job.cost for job in queue) >= self.max_batch_cost
+            if full or waited >= self.max_wait_s or self._stopping:
+                return key, self._take(queue)
+            self._cond.wait(self.max_wait_s - waited)
+
+    def _oldest_key(self) -> BatchKey | None:
+        heads = [(queue[0].enqueued, key) for key, queue in self._queues.items() if queue]
+        return min(heads, key=lambda head: head[0])[1] if heads else None
+
+    def _take(self, queue: deque[_Job]) -> list[_Job]:
+        jobs: list[_Job] = []
+        cost = 0.0
+        while queue and (not jobs or cost + queue[0].cost <= self.max_batch_cost):
+            job = queue.popleft()
+            self._queued_cost -= job.cost
+            self._queued_jobs -= 1
+            if self._drop_if_unwanted(job):
+                continue
+            jobs.append(job)
+            cost += job.cost
+        if self._queued_jobs == 0:
+            self._queued_cost = 0.0  # no float drift once empty
+        return jobs
+
+    @staticmethod
+    def _drop_if_unwanted(job: _Job) -> bool:
+        if job.ticket.cancelled or job.future.cancelled():
+            job.future.cancel()
+            return True
+        if job.ticket.expired:
+            _settle(job.future, error=SonovecError(ErrorKind.DEADLINE, "request deadline passed while queued"))
+            return True
+        return False
+
+    def _run(self, key: BatchKey, jobs: list[_Job]) -> None:
+        if not jobs:
+            return
+        started = time.monotonic()
+        try:
+            results = self._runner(key, [job.payload for job in jobs])
+            if len(results) != len(jobs):
+                raise RuntimeError(f"runner returned {len(results)} results for {len(jobs)} windows")
+        except Exception as exc:  # every waiting request hears about the failure
+            log.exception("model call failed for %s (%d windows)", key, len(jobs))
+            error = exc if isinstance(exc, SonovecError) else SonovecError(
+                ErrorKind.INTERNAL, f"model call failed: {type(exc).__name__}: {exc}"
+            )
+            for job in jobs:
+                _settle(job.future, error=error)
+            return
+        elapsed = time.monotonic() - started
+        for job, result in zip(jobs, results, strict=True):
+            _settle(job.future, result=result)
+        cost = sum(job.cost for job in jobs)
+        rate = cost / max(elapsed, 1e-6)
+        self._throughput = rate if self._throughput == 0 else 0.8 * self._throughput + 0.2 * rate
+        if self._on_batch is not None:
+            waits = [started - job.enqueued for job in jobs]
+            self._on_batch(BatchStats(key, len(jobs), cost, waits, elapsed))

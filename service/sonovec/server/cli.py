@@ -1,0 +1,124 @@
+"""``sonovec``: ``serve`` the API, ``extract`` embeddings from a folder in bulk, ``probe`` health.
+
+Every ``Settings`` field is a flag here (``--max-wait-ms``) and an env var (``SONOVEC_MAX_WAIT_MS``);
+its description is the help text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from sonovec.server.settings import Settings
+
+log = logging.getLogger("sonovec")
+
+
+def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
+    """argparse ``type`` and extra kwargs for a settings field's annotation."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is typing.Annotated:
+        return _flag_type(args[0])
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0])
+    if annotation is bool:
+        return None, {"action": argparse.BooleanOptionalAction}
+    if origin is typing.Literal:
+        return str, {"choices": list(typing.get_args(annotation))}
+    if annotation in (int, float, Path):
+        return annotation, {}
+    return str, {}
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("service settings (also env SONOVEC_<NAME>)")
+    for name, field in Settings.model_fields.items():
+        kind, extra = _flag_type(field.annotation)
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        if isinstance(default, list):
+            default = ",".join(default)
+        help_text = f"{field.description} [default: {default}]"
+        if kind is not None:
+            extra["type"] = kind
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=help_text, **extra)
+
+
+def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
+    given = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
+    try:
+        return Settings(**{**overrides, **given})
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"sonovec: invalid settings: {problems}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sonovec", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="Serve REST (and gRPC) over the batched models.")
+    add_settings_flags(serve)
+
+    extract = commands.add_parser("extract", help="Embed every recording under a folder; resumable.")
+    extract.add_argument("input", type=Path, help="Folder of recordings (searched recursively).")
+    extract.add_argument("output", type=Path, help="Output folder (see docs/extract.md for its format).")
+    extract.add_argument("--latents", action="store_true", help="Also write each recording's latent frames.")
+    extract.add_argument("--pooling", choices=["mean", "mean_std"], default="mean")
+    extract.add_argument("--no-normalize", dest="normalize", action="store_false", help="Keep pooled vectors unnormalised.")
+    extract.add_argument("--fragment-seconds", type=float, default=None,
+                         help="Embed only this many seconds of each recording (as in the MAESTRO study).")
+    extract.add_argument("--fragment-offset", type=float, default=0.0, help="Where the fragment starts, seconds.")
+    extract.add_argument("--concurrency", type=int, default=8, help="Recordings decoded and queued at once.")
+    extract.add_argument("--extensions", default="wav,flac,ogg,mp3,opus,aiff,aif",
+                         help="Comma-separated file extensions to take.")
+    extract.add_argument("--no-progress", dest="progress", action="store_false", help="No progress bar.")
+    add_settings_flags(extract)
+
+    probe = commands.add_parser("probe", help="Exit 0 when the service is ready (container health check).",
+                                add_help=False)
+    probe.add_argument("probe_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "probe":
+        from sonovec.server.probe import main as probe_main
+
+        return probe_main(args.probe_args)
+    if args.command == "serve":
+        settings = settings_from(args)
+        _configure_logging(settings.log_level)
+        from sonovec.server.serve import serve
+
+        asyncio.run(serve(settings))
+        return 0
+    settings = settings_from(args, grpc_port=0, max_wait_ms=20.0)
+    _configure_logging(settings.log_level)
+    from sonovec.server.extract import ExtractOptions, run_extract
+
+    options = ExtractOptions(
+        input=args.input, output=args.output, latents=args.latents, pooling=args.pooling,
+        normalize=args.normalize, fragment_seconds=args.fragment_seconds, fragment_offset=args.fragment_offset,
+        concurrency=args.concurrency, extensions=tuple(e.strip().lstrip(".").lower() for e in args.extensions.split(",")),
+        progress=args.progress,
+    )
+    return asyncio.run(run_extract(settings, options))
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

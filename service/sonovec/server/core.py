@@ -1,0 +1,486 @@
+"""The core service: every transport and tool (REST, gRPC, the CLI) calls this and nothing else.
+
+One request: ingest (decode, check, resample; in a worker thread, before queueing) -> cache
+lookup -> windows -> batcher -> engine -> reassembly in window order -> pooling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from sonovec.models import Backend, BackendOptions, load_backend, plan_windows
+from sonovec.server import pooling
+from sonovec.server.audio import AudioLimits, PcmFormat, Recording, canonical_digest, decode_audio, from_array
+from sonovec.server.batcher import Batcher, BatchKey, Ticket
+from sonovec.server.cache import EmbeddingCache, LruCache, cache_key
+from sonovec.server.engine import DecodeIn, EncodeIn, EncodeOut, Engine
+from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found, too_large
+from sonovec.server.metrics import Metrics
+from sonovec.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AudioSource:
+    """A recording as a transport received it: encoded bytes (WAV, FLAC, ...), raw PCM bytes with
+    their format, or an array with its sample rate."""
+
+    data: bytes | None = None
+    pcm: PcmFormat | None = None
+    array: np.ndarray | None = None
+    sample_rate: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What produced a result. Part of every response, so embedding spaces never mix."""
+
+    name: str
+    backend: str
+    device: str
+    precision: str
+    sample_rate: int
+    channels: int
+    frame_rate: int
+    latent_dim: int
+    bandwidths: tuple[float, ...]
+    weights_fingerprint: str
+    weights_source: str
+    pretrained: bool
+    warning: str | None
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    model: str | None = None
+    pooling: str = "mean"  # "mean" [D] or "mean_std" [2D]
+    normalize: bool = True  # L2-normalise the pooled vector
+    frames: bool = False  # also return the latent frames
+    timeout_s: float | None = None
+
+
+@dataclass
+class EmbedResult:
+    model: ModelInfo
+    vector: np.ndarray  # [D] or [2D] float32
+    pooling: str
+    normalized: bool
+    duration_s: float
+    num_windows: int
+    cached: bool
+    frames: np.ndarray | None = None  # [F, D] float32
+    frame_times: np.ndarray | None = None  # [F] seconds from the start of the recording
+
+
+@dataclass
+class EncodeResult:
+    model: ModelInfo
+    bandwidth: float
+    codes: list[np.ndarray]  # per segment [K, F_s] int64 (one segment for unsegmented models)
+    scales: list[float]  # per segment; 1.0 where the model does not normalise
+    num_samples: int  # at the model's sample rate
+    segment_stride: int  # samples between segments; 0 when unsegmented
+    duration_s: float
+
+
+@dataclass
+class DecodeResult:
+    model: ModelInfo
+    audio: np.ndarray  # [C, T] float32 at the model's sample rate
+
+    def wav_bytes(self, subtype: str = "PCM_16") -> bytes:
+        buffer = io.BytesIO()
+        soundfile.write(buffer, self.audio.T, self.model.sample_rate, format="WAV", subtype=subtype)
+        return buffer.getvalue()
+
+
+@dataclass
+class SimilarityResult:
+    model: ModelInfo
+    matrix: np.ndarray  # [N, N] cosine similarities
+    vectors: np.ndarray  # [N, D] the L2-normalised pooled vectors compared
+
+
+@dataclass
+class SelfSimilarityResult:
+    model: ModelInfo
+    matrix: np.ndarray  # [S, S] cosine similarities between segments
+    segment_seconds: float
+    segment_starts_s: np.ndarray  # [S]
+
+
+@dataclass
+class _Latents:
+    frames: np.ndarray  # [D, F]
+    frame_starts: np.ndarray  # [F] sample offsets
+    windows: list[EncodeOut] = field(default_factory=list)
+
+
+def model_info(backend: Backend, precision: str) -> ModelInfo:
+    spec = backend.spec
+    return ModelInfo(
+        name=spec.name,
+        backend=backend.kind,
+        device=backend.device,
+        precision=precision,
+        sample_rate=spec.sample_rate,
+        channels=spec.channels,
+        frame_rate=spec.frame_rate,
+        latent_dim=spec.latent_dim,
+        bandwidths=spec.bandwidths,
+        weights_fingerprint=backend.weights.fingerprint,
+        weights_source=backend.weights.source,
+        pretrained=backend.weights.pretrained,
+        warning=backend.weights.warning,
+    )
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: dict[str, Backend],
+        *,
+        metrics: Metrics | None = None,
+        cache: EmbeddingCache | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.metrics = metrics or Metrics()
+        self.cache: EmbeddingCache = cache or LruCache(settings.cache_entries, self.metrics)
+        self.infos = {name: model_info(b, settings.precision) for name, b in backends.items()}
+        self.limits = AudioLimits(
+            max_bytes=settings.max_request_bytes,
+            max_seconds=settings.max_audio_seconds,
+            max_channels=settings.max_channels,
+        )
+        self.batcher = Batcher(
+            Engine(backends),
+            max_batch_cost=settings.max_batch_seconds,
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            max_queue_cost=settings.max_queue_seconds,
+            on_batch=self.metrics.observe_batch,
+        )
+        self.metrics.watch_queue(lambda: self.batcher.queued_cost, lambda: self.batcher.queued_jobs)
+        for info in self.infos.values():
+            self.metrics.weights.labels(
+                info.name, info.backend, info.device, info.weights_fingerprint, str(info.pretrained).lower()
+            ).set(1)
+        self.ready = False
+        self.draining = False
+
+    # ---- life cycle ----
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Service:
+        """Load every configured model (slow: weights, maybe a download)."""
+        if settings.weights == "random" and not settings.allow_random_weights:
+            raise SonovecError(
+                ErrorKind.INVALID,
+                "refusing random-init weights: this deployment sets allow_random_weights=false",
+                field="weights",
+                allowed="a directory with the EnCodec checkpoints, or 'pretrained'",
+            )
+        backends = {}
+        for name in settings.models:
+            options = BackendOptions(
+                model=name,
+                weights=settings.weights,
+                device=settings.device,
+                precision=settings.precision,
+                threads=settings.threads,
+                cache_dir=str(settings.data_dir / "models"),
+            )
+            backend = load_backend(settings.backend, options)
+            if backend.weights.warning:
+                log.warning("%s: %s", name, backend.weights.warning)
+            log.info("loaded %s (%s on %s, weights %s)", name, backend.kind, backend.device, backend.weights.fingerprint)
+            backends[name] = backend
+        return cls(settings, backends, **kwargs)
+
+    def start(self) -> None:
+        """Start the worker and warm every model up with one full window; then ready."""
+        self.batcher.start()
+        engine = Engine(self.backends)
+        for name, backend in self.backends.items():
+            spec = backend.spec
+            silence = np.zeros((spec.channels, spec.window), np.float32)
+            engine(BatchKey(name, "encode"), [EncodeIn(silence, 0)])
+        self.ready = True
+        self.metrics.ready.set(1)
+
+    async def aclose(self) -> None:
+        """Drain: refuse new work, finish queued windows, release the cache."""
+        self.draining = True
+        self.ready = False
+        self.metrics.ready.set(0)
+        await asyncio.to_thread(self.batcher.stop)
+        await self.cache.close()
+
+    # ---- lookups ----
+
+    def backend(self, name: str | None) -> Backend:
+        name = name or self.settings.models[0]
+        try:
+            return self.backends[name]
+        except KeyError:
+            raise not_found(f"model {name!r} is not loaded; loaded: {', '.join(self.backends)}", field="model") from None
+
+    def info(self, backend: Backend) -> ModelInfo:
+        return self.infos[backend.spec.name]
+
+    # ---- requests ----
+
+    @asynccontextmanager
+    async def request(self, timeout_s: float | None) -> AsyncIterator[Ticket]:
+        """A request's ticket: its deadline, and cancellation of its queued windows on exit."""
+        if self.draining:
+            raise SonovecError(ErrorKind.UNAVAILABLE, "the service is draining", retry_after=1.0)
+        if timeout_s is not None and timeout_s <= 0:
+            raise invalid(f"timeout must be positive, got {timeout_s}", field="timeout_s")
+        timeout = min(timeout_s or self.settings.request_timeout_s, self.settings.request_timeout_s)
+        ticket = Ticket(time.monotonic() + timeout)
+        try:
+            yield ticket
+        finally:
+            ticket.cancel()  # drops any window still queued (error, disconnect, deadline)
+
+    async def ingest(self, source: AudioSource, backend: Backend, field: str = "audio") -> Recording:
+        spec = backend.spec
+        if source.array is not None:
+            if source.sample_rate is None:
+                raise invalid("an array needs its sample rate", field=f"{field}.sample_rate")
+            return await asyncio.to_thread(
+                from_array, source.array, source.sample_rate, target_rate=spec.sample_rate,
+                target_channels=spec.channels, limits=self.limits, field=field,
+            )
+        if source.data is None:
+            raise invalid("no audio given", field=field, allowed="encoded audio bytes, raw PCM, or samples")
+        return await asyncio.to_thread(
+            decode_audio, source.data, target_rate=spec.sample_rate, target_channels=spec.channels,
+            limits=self.limits, pcm=source.pcm, field=field,
+        )
+
+    async def embed(self, source: AudioSource, options: EmbedOptions) -> EmbedResult:
+        _check_pooling(options.pooling)
+        backend = self.backend(options.model)
+        async with self.request(options.timeout_s) as ticket:
+            recording = await self.ingest(source, backend)
+            return await self.embed_recording(recording, backend, options, ticket)
+
+    async def embed_recording(
+        self, recording: Recording, backend: Backend, options: EmbedOptions, ticket: Ticket
+    ) -> EmbedResult:
+        spec = backend.spec
+        key = cache_key(canonical_digest(recording), spec.name, backend.weights.fingerprint)
+        num_windows = len(plan_windows(spec, recording.num_samples))
+        stats = None if options.frames else await self.cache.get(key)
+        cached = stats is not None
+        latents = None
+        if stats is None:
+            latents = await self._latents(recording, backend, ticket)
+            stats = pooling.mean_std(latents.frames)
+            await self.cache.put(key, stats)
+        result = EmbedResult(
+            model=self.info(backend),
+            vector=pooling.finish(stats, options.pooling, options.normalize),
+            pooling=options.pooling,
+            normalized=options.normalize,
+            duration_s=recording.duration_s,
+            num_windows=num_windows,
+            cached=cached,
+        )
+        if options.frames and latents is not None:
+            result.frames = np.ascontiguousarray(latents.frames.T)
+            result.frame_times = latents.frame_starts / spec.sample_rate
+        return result
+
+    async def encode(
+        self, source: AudioSource, *, model: str | None, bandwidth: float, timeout_s: float | None = None
+    ) -> EncodeResult:
+        backend = self.backend(model)
+        spec = backend.spec
+        try:
+            spec.num_codebooks(bandwidth)
+        except ValueError as exc:
+            raise invalid(str(exc), field="bandwidth", allowed=", ".join(f"{b:g}" for b in spec.bandwidths)) from None
+        async with self.request(timeout_s) as ticket:
+            recording = await self.ingest(source, backend)
+            latents = await self._latents(recording, backend, ticket, bandwidth=bandwidth)
+        codes = [w.codes for w in latents.windows if w.codes is not None]
+        scales = [w.scale for w in latents.windows]
+        if not spec.segmented:
+            codes, scales = [np.concatenate(codes, axis=1)], [1.0]
+        return EncodeResult(
+            model=self.info(backend),
+            bandwidth=bandwidth,
+            codes=codes,
+            scales=scales,
+            num_samples=recording.num_samples,
+            segment_stride=spec.stride if spec.segmented else 0,
+            duration_s=recording.duration_s,
+        )
+
+    async def decode(
+        self,
+        codes: Sequence[np.ndarray],
+        scales: Sequence[float] | None,
+        *,
+        model: str | None,
+        num_samples: int | None = None,
+        timeout_s: float | None = None,
+    ) -> DecodeResult:
+        backend = self.backend(model)
+        spec = backend.spec
+        codes, scales, num_samples = _check_codes(backend, codes, scales, num_samples, self.settings.max_audio_seconds)
+        items = _decode_windows(backend, codes, scales)
+        async with self.request(timeout_s) as ticket:
+            costs = [item.codes.shape[1] * spec.hop_length / spec.sample_rate for item in items]
+            outputs = await self._run(BatchKey(spec.name, "decode"), items, costs, ticket)
+        if spec.segmented:
+            audio = pooling.linear_overlap_add(outputs, spec.stride)
+        else:
+            audio = np.concatenate(outputs, axis=1)
+        return DecodeResult(self.info(backend), np.ascontiguousarray(audio[:, :num_samples]))
+
+    async def similarity(self, sources: Sequence[AudioSource], options: EmbedOptions) -> SimilarityResult:
+        limit = self.settings.max_recordings
+        if not 2 <= len(sources) <= limit:
+            raise invalid(f"got {len(sources)} recordings", field="recordings", allowed=f"2 to {limit} recordings")
+        _check_pooling(options.pooling)
+        backend = self.backend(options.model)
+        unpooled = EmbedOptions(options.model, options.pooling, normalize=True)
+        async with self.request(options.timeout_s) as ticket:
+            recordings = await asyncio.gather(
+                *(self.ingest(s, backend, field=f"recordings[{i}]") for i, s in enumerate(sources))
+            )
+            results = await asyncio.gather(
+                *(self.embed_recording(r, backend, unpooled, ticket) for r in recordings)
+            )
+        vectors = np.stack([r.vector for r in results])
+        return SimilarityResult(self.info(backend), pooling.cosine_matrix(vectors), vectors)
+
+    async def self_similarity(
+        self, source: AudioSource, *, segment_seconds: float, model: str | None = None, timeout_s: float | None = None
+    ) -> SelfSimilarityResult:
+        backend = self.backend(model)
+        spec = backend.spec
+        hop_seconds = spec.hop_length / spec.sample_rate
+        if not hop_seconds <= segment_seconds <= 600:
+            raise invalid(
+                f"segment length {segment_seconds} s", field="segment_seconds",
+                allowed=f"{hop_seconds:g} s (one latent frame) to 600 s",
+            )
+        async with self.request(timeout_s) as ticket:
+            recording = await self.ingest(source, backend)
+            latents = await self._latents(recording, backend, ticket)
+        segment_samples = max(1, round(segment_seconds * spec.sample_rate))
+        means, segments = pooling.segment_means(latents.frames, latents.frame_starts, segment_samples)
+        if len(segments) > 4096:
+            raise too_large(f"{len(segments)} segments", field="segment_seconds", allowed="at most 4096 segments")
+        return SelfSimilarityResult(
+            self.info(backend), pooling.cosine_matrix(means), segment_seconds, segments * segment_seconds
+        )
+
+    # ---- windows through the batcher ----
+
+    async def _latents(
+        self, recording: Recording, backend: Backend, ticket: Ticket, bandwidth: float | None = None
+    ) -> _Latents:
+        spec = backend.spec
+        windows = plan_windows(spec, recording.num_samples)
+        items = [
+            EncodeIn(np.ascontiguousarray(recording.samples[:, w.fed]), w.context // spec.hop_length)
+            for w in windows
+        ]
+        key = BatchKey(spec.name, "quantize" if bandwidth is not None else "encode", bandwidth or 0.0)
+        costs = [item.audio.shape[-1] / spec.sample_rate for item in items]
+        outputs: list[EncodeOut] = await self._run(key, items, costs, ticket)
+        starts = [w.start + spec.hop_length * np.arange(o.latents.shape[1]) for w, o in zip(windows, outputs)]
+        return _Latents(np.concatenate([o.latents for o in outputs], axis=1), np.concatenate(starts), outputs)
+
+    async def _run(self, key: BatchKey, items: list[Any], costs: list[float], ticket: Ticket) -> list[Any]:
+        futures: list[Future[Any]] = self.batcher.submit(key, items, costs, ticket)
+        remaining = ticket.deadline - time.monotonic()
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*map(asyncio.wrap_future, futures)), remaining))
+        except TimeoutError:
+            raise SonovecError(ErrorKind.DEADLINE, "request deadline passed before the model finished") from None
+
+
+def _check_pooling(name: str) -> None:
+    if name not in pooling.POOLINGS:
+        raise invalid(f"unknown pooling {name!r}", field="pooling", allowed=", ".join(pooling.POOLINGS))
+
+
+def _check_codes(
+    backend: Backend,
+    codes: Sequence[np.ndarray],
+    scales: Sequence[float] | None,
+    num_samples: int | None,
+    max_seconds: float,
+) -> tuple[list[np.ndarray], list[float], int]:
+    """Validate codes for ``decode``; returns them as int64 arrays, the scales, and the length."""
+    spec = backend.spec
+    if not codes:
+        raise invalid("no codes given", field="codes")
+    arrays = [np.asarray(c) for c in codes]
+    ks = {a.shape[0] if a.ndim == 2 else -1 for a in arrays}
+    allowed_k = {spec.num_codebooks(b): b for b in spec.bandwidths}
+    if len(ks) != 1 or next(iter(ks)) not in allowed_k:
+        raise invalid(
+            f"codes must be [K, F] per segment with one K; got shapes {[a.shape for a in arrays][:4]}",
+            field="codes", allowed=f"K in {sorted(allowed_k)} (bandwidths {', '.join(f'{b:g}' for b in spec.bandwidths)} kbps)",
+        )
+    for i, a in enumerate(arrays):
+        if a.size and (not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= spec.codebook_size):
+            raise invalid(f"segment {i} has codes outside the codebook", field="codes", allowed=f"integers 0..{spec.codebook_size - 1}")
+    window_frames = spec.num_frames(spec.window)
+    if spec.segmented:
+        bad = [i for i, a in enumerate(arrays) if not (0 < a.shape[1] <= window_frames) or (i < len(arrays) - 1 and a.shape[1] != window_frames)]
+        if bad:
+            raise invalid(f"segment {bad[0]} has {arrays[bad[0]].shape[1]} frames", field="codes",
+                          allowed=f"{window_frames} frames per segment, the last 1..{window_frames}")
+        longest = spec.stride * (len(arrays) - 1) + arrays[-1].shape[1] * spec.hop_length
+    else:
+        if len(arrays) != 1:
+            raise invalid(f"{spec.name} codes are one segment, got {len(arrays)}", field="codes", allowed="one segment")
+        longest = arrays[0].shape[1] * spec.hop_length
+    if longest / spec.sample_rate > max_seconds:
+        raise too_large(f"codes decode to {longest / spec.sample_rate:.0f} s", field="codes", allowed=f"at most {max_seconds:g} s")
+    if scales is None or len(scales) == 0:
+        scales = [1.0] * len(arrays)
+    if len(scales) != len(arrays) or not all(math.isfinite(s) and s > 0 for s in scales):
+        raise invalid(f"{len(scales)} scales for {len(arrays)} segments", field="scales", allowed="one positive finite scale per segment")
+    num_samples = longest if num_samples is None else num_samples
+    if not longest - spec.hop_length < num_samples <= longest:
+        raise invalid(f"num_samples {num_samples} does not match the codes", field="num_samples",
+                      allowed=f"{longest - spec.hop_length + 1}..{longest}")
+    return [a.astype(np.int64) for a in arrays], [float(s) for s in scales], num_samples
+
+
+def _decode_windows(backend: Backend, codes: list[np.ndarray], scales: list[float]) -> list[DecodeIn]:
+    """Segments decode alone (48 kHz); one long code stream is cut into chunks with left context."""
+    spec = backend.spec
+    if spec.segmented:
+        return [DecodeIn(c, s, 0) for c, s in zip(codes, scales, strict=True)]
+    stream = codes[0]
+    chunk, context = spec.window // spec.hop_length, spec.context // spec.hop_length
+    items = []
+    for start in range(0, stream.shape[1], chunk):
+        left = min(context, start)
+        items.append(DecodeIn(stream[:, start - left : start + chunk], 1.0, left * spec.hop_length))
+    return items

@@ -1,0 +1,112 @@
+"""FastAPI dependencies: the service, API-key auth, and request bodies (JSON or multipart)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from sonovec.server.audio import PcmFormat
+from sonovec.server.core import AudioSource, Service
+from sonovec.server.errors import ErrorKind, SonovecError, invalid
+from sonovec.server.http.schemas import AudioIn
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def require_api_key(request: Request) -> None:
+    keys: list[str] = request.app.state.settings.api_keys
+    if not keys:
+        return
+    given = request.headers.get("x-api-key", "")
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    # Compare against every key, always, in constant time per key.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given.encode(), key.encode())
+    if not matched:
+        raise SonovecError(ErrorKind.UNAUTHENTICATED, "missing or unknown API key",
+                           allowed="'Authorization: Bearer KEY' or 'x-api-key: KEY'")
+
+
+def audio_source(audio: AudioIn, field: str = "audio") -> AudioSource:
+    if audio.encoding == "auto":
+        return AudioSource(data=audio.data)
+    if audio.sample_rate is None or audio.channels is None:
+        raise invalid("raw PCM needs sample_rate and channels", field=field)
+    pcm = PcmFormat(encoding=audio.encoding.removeprefix("pcm_"), sample_rate=audio.sample_rate,  # type: ignore[arg-type]
+                    channels=audio.channels)
+    return AudioSource(data=audio.data, pcm=pcm)
+
+
+def body(model: type[M], audio_fields: tuple[str, ...]) -> Callable[[Request], Awaitable[M]]:
+    """Parse a request body as JSON (the API's own shape), or as multipart form data for curl:
+    files under the audio field names (``-F audio=@a.wav``), other fields as form values
+    (``-F pooling=mean_std``) or one JSON object under ``options``."""
+
+    async def parse(request: Request) -> M:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            return await _from_form(request, model, audio_fields)
+        try:
+            payload = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise invalid("body is not JSON", field="body",
+                          allowed="application/json, or multipart/form-data with audio files") from None
+        return _validate(model, payload)
+
+    return parse
+
+
+async def _from_form(request: Request, model: type[M], audio_fields: tuple[str, ...]) -> M:
+    form = await request.form()
+    values: dict[str, Any] = {}
+    files: dict[str, list[bytes]] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            files.setdefault(key, []).append(await value.read())
+        elif key == "options":
+            try:
+                values.update(json.loads(value))
+            except json.JSONDecodeError:
+                raise invalid("options is not a JSON object", field="options") from None
+        else:
+            values[key] = value
+    unknown = set(files) - set(audio_fields)
+    if unknown:
+        raise invalid(f"unexpected file fields {sorted(unknown)}", field="body", allowed=", ".join(audio_fields))
+    placeholder = {"data": ""}
+    for name in audio_fields:
+        count = len(files.get(name, []))
+        if count:
+            values[name] = [placeholder] * count if name == "recordings" else placeholder
+    parsed = _validate(model, values)
+    updates: dict[str, Any] = {}
+    for name, blobs in files.items():
+        audios = [AudioIn.model_construct(data=b, encoding="auto", sample_rate=None, channels=None) for b in blobs]
+        updates[name] = audios if name == "recordings" else audios[0]
+    return parsed.model_copy(update=updates)
+
+
+def _validate(model: type[M], payload: Any) -> M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise invalid(f"{first['msg']} ({len(exc.errors())} problem(s))", field=where,
+                      allowed=f"see the {model.__name__} schema at /docs") from None

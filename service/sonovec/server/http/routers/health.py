@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/v1/health/live")
+async def live() -> dict[str, str]:
+    """200 while the process serves HTTP. Cheap: touches no model."""
+    return {"status": "live"}
+
+
+@router.get("/v1/health/ready", responses={503: {"description": "Loading, warming up or draining."}})
+async def ready(request: Request) -> Response:
+    """200 once every model is loaded and warm; 503 while loading or draining."""
+    service = getattr(request.app.state, "service", None)
+    if service is None or not service.ready:
+        state = "draining" if service is not None and service.draining else "loading"
+        return JSONResponse({"status": state}, status_code=503)
+    return JSONResponse({"status": "ready", "models": list(service.backends)})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

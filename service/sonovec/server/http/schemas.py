@@ -1,0 +1,172 @@
+"""REST request and response bodies. They mirror proto/sonovec/v1 one to one."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Base64Bytes, BaseModel, ConfigDict, Field
+
+from sonovec.server import core
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AudioIn(Strict):
+    """A recording: base64 of an encoded file (WAV, FLAC, OGG, MP3, ...), or of raw PCM when
+    ``encoding`` is ``pcm_f32le`` / ``pcm_s16le`` (then ``sample_rate`` and ``channels`` are needed)."""
+
+    data: Base64Bytes = Field(description="Base64 of the audio bytes.")
+    encoding: Literal["auto", "pcm_f32le", "pcm_s16le"] = "auto"
+    sample_rate: int | None = Field(None, description="Raw PCM only: samples per second.")
+    channels: int | None = Field(None, ge=1, description="Raw PCM only: interleaved channels.")
+
+
+class EmbedRequest(Strict):
+    audio: AudioIn
+    model: str | None = Field(None, description="Model name; the server's default when omitted.")
+    pooling: Literal["mean", "mean_std"] = "mean"
+    normalize: bool = Field(True, description="L2-normalise the pooled vector.")
+    frames: bool = Field(False, description="Also return every latent frame ([F, D]).")
+    timeout_s: float | None = Field(None, gt=0, description="Deadline for this request, seconds.")
+
+
+class EncodeRequest(Strict):
+    audio: AudioIn
+    model: str | None = None
+    bandwidth: float = Field(6.0, description="Target bandwidth in kbps; one of the model's bandwidths.")
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class Segment(Strict):
+    codes: list[list[int]] = Field(description="[K, F] RVQ codes.")
+    scale: float = Field(1.0, description="The segment's RMS scale (48 kHz); 1.0 otherwise.")
+
+
+class DecodeRequest(Strict):
+    segments: list[Segment]
+    model: str | None = None
+    num_samples: int | None = Field(None, gt=0, description="Output length (from encode); derived when omitted.")
+    subtype: Literal["PCM_16", "FLOAT"] = Field("PCM_16", description="WAV sample format of the reply.")
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class SimilarityRequest(Strict):
+    recordings: list[AudioIn]
+    model: str | None = None
+    pooling: Literal["mean", "mean_std"] = "mean"
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class SelfSimilarityRequest(Strict):
+    audio: AudioIn
+    segment_seconds: float = Field(1.0, gt=0, description="Segment length for the matrix, seconds.")
+    model: str | None = None
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class ModelOut(BaseModel):
+    name: str
+    backend: str
+    device: str
+    precision: str
+    sample_rate: int
+    channels: int
+    frame_rate: int
+    latent_dim: int
+    bandwidths: list[float]
+    weights_fingerprint: str
+    weights_source: str
+    pretrained: bool
+    warning: str | None
+
+    @classmethod
+    def of(cls, info: core.ModelInfo) -> ModelOut:
+        return cls(**{**info.__dict__, "bandwidths": list(info.bandwidths)})
+
+
+class EmbedResponse(BaseModel):
+    model: ModelOut
+    embedding: list[float]
+    dim: int
+    pooling: str
+    normalized: bool
+    duration_s: float
+    num_windows: int
+    cached: bool
+    frames: list[list[float]] | None = None
+    frame_times_s: list[float] | None = None
+
+    @classmethod
+    def of(cls, r: core.EmbedResult) -> EmbedResponse:
+        return cls(
+            model=ModelOut.of(r.model), embedding=r.vector.tolist(), dim=int(r.vector.shape[0]),
+            pooling=r.pooling, normalized=r.normalized, duration_s=r.duration_s, num_windows=r.num_windows,
+            cached=r.cached,
+            frames=None if r.frames is None else r.frames.tolist(),
+            frame_times_s=None if r.frame_times is None else r.frame_times.tolist(),
+        )
+
+
+class EncodeResponse(BaseModel):
+    model: ModelOut
+    bandwidth: float
+    num_codebooks: int
+    num_samples: int
+    sample_rate: int
+    frame_rate: int
+    segment_stride: int
+    duration_s: float
+    segments: list[Segment]
+
+    @classmethod
+    def of(cls, r: core.EncodeResult) -> EncodeResponse:
+        return cls(
+            model=ModelOut.of(r.model), bandwidth=r.bandwidth, num_codebooks=int(r.codes[0].shape[0]),
+            num_samples=r.num_samples, sample_rate=r.model.sample_rate, frame_rate=r.model.frame_rate,
+            segment_stride=r.segment_stride, duration_s=r.duration_s,
+            segments=[Segment(codes=c.tolist(), scale=s) for c, s in zip(r.codes, r.scales, strict=True)],
+        )
+
+
+class SimilarityResponse(BaseModel):
+    model: ModelOut
+    matrix: list[list[float]]
+
+
+class SelfSimilarityResponse(BaseModel):
+    model: ModelOut
+    matrix: list[list[float]]
+    segment_seconds: float
+    segment_starts_s: list[float]
+
+
+class Limits(BaseModel):
+    max_request_bytes: int
+    max_audio_seconds: float
+    max_channels: int
+    max_recordings: int
+    max_batch_seconds: float
+    max_queue_seconds: float
+    request_timeout_s: float
+    formats: list[str]
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelOut]
+    default_model: str
+    limits: Limits
+    random_weights: bool = Field(description="True when any loaded model runs random-init weights.")
+
+
+class ErrorBody(BaseModel):
+    kind: str
+    message: str
+    field: str | None = None
+    allowed: str | None = None
+    retry_after_s: float | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
