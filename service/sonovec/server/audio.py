@@ -1,0 +1,445 @@
+"""Per-request audio ingestion: bytes or an array in, a checked ``Recording`` at the model's rate
+and channel layout out. Runs before queueing, so a bad file fails only its own request.
+
+Order of work, cheapest check first::
+
+    bytes > max_bytes?  ->  open header (libsndfile) / parse PCM format
+    channels, sample rate, declared duration  ->  read blocks [n, C], at most max_seconds of them
+    (each block scanned for NaN/Inf and peak, then mixed to the model's layout)
+    no samples / NaN or Inf / silent?  ->  resample with soxr (HQ)  ->  mono to stereo if needed
+
+Channel layout, applied before resampling (both steps are linear, so the order does not change
+the result, and mixing first resamples fewer channels):
+
+- to mono: the mean of all channels;
+- mono to stereo: the one channel duplicated;
+- C > 2 to stereo: left = mean of the even-indexed channels (0, 2, 4, ...), right = mean of the
+  odd-indexed ones (1, 3, 5, ...). For 5.1 in WAV order (L R C LFE Ls Rs) that puts C with the
+  left side and LFE with the right: simple and predictable, not an ITU downmix.
+
+Nothing is clipped: float sources keep values beyond [-1, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+import soxr
+from soundfile import _ffi, _snd
+
+from sonovec.server.errors import ErrorKind, SonovecError, invalid, too_large
+
+SUPPORTED_FORMATS: tuple[str, ...] = ("wav", "flac", "ogg", "opus", "mp3", "aiff", "pcm_f32le", "pcm_s16le")
+
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 384_000
+SILENCE_PEAK = 1e-7  # below this peak a recording is digital silence
+BLOCK_FRAMES = 1 << 16  # frames read (and mixed) at a time
+
+# libsndfile's major format -> our name; OGG is split by codec below. Other formats libsndfile
+# knows (AU, CAF, VOC, PAF, ...) are refused: fewer parsers exposed, one documented list.
+_CONTAINERS = {
+    "WAV": "wav",
+    "WAVEX": "wav",
+    "RF64": "wav",
+    "FLAC": "flac",
+    "OGG": "ogg",
+    "MP3": "mp3",
+    "AIFF": "aiff",
+}
+_PCM_DTYPES: dict[str, np.dtype] = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
+_UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's SF_COUNT_MAX: the header does not say how long
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    max_bytes: int
+    max_seconds: float
+    max_channels: int
+
+
+@dataclass(frozen=True)
+class PcmFormat:
+    """Headerless interleaved PCM: what the caller states about bytes that cannot describe themselves."""
+
+    encoding: Literal["f32le", "s16le"]
+    sample_rate: int
+    channels: int
+
+
+@dataclass
+class Recording:
+    samples: np.ndarray  # [C, T] float32, C-contiguous, at the target rate and channel count
+    sample_rate: int
+    source_sample_rate: int
+    source_channels: int
+    source_format: str  # one of SUPPORTED_FORMATS, or "array"
+
+    @property
+    def num_samples(self) -> int:
+        """Frames per channel (T)."""
+        return int(self.samples.shape[1])
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / self.sample_rate
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What a header (or the caller) says about a recording before any sample is decoded."""
+
+    sample_rate: int
+    channels: int
+    frames: int | None  # None: unknown until read
+    format: str
+
+
+@dataclass
+class _Scan:
+    """Running facts about the source samples, gathered block by block."""
+
+    frames: int = 0
+    nonfinite: int = 0
+    peak: float = 0.0
+
+
+# --- public API -------------------------------------------------------------------------------
+
+
+def decode_audio(
+    data: bytes,
+    *,
+    target_rate: int,
+    target_channels: int,
+    limits: AudioLimits,
+    pcm: PcmFormat | None = None,
+    field: str = "audio",
+) -> Recording:
+    """Decode a container (detected by libsndfile from the bytes) or, with ``pcm``, raw interleaved
+    PCM; check it against ``limits``; return it at ``target_rate`` with ``target_channels``.
+
+    Raises ``SonovecError`` (INVALID, TOO_LARGE or UNSUPPORTED) naming ``field``."""
+    _check_target(target_rate, target_channels)
+    _check_body(len(data), limits, field)
+    target = (target_rate, target_channels)
+    if pcm is not None:
+        source, blocks = _pcm_source(data, pcm, field)
+        return _ingest(source, blocks, target, limits, field)
+    with _open_container(data, field) as handle:
+        source = _container_source(handle, field)
+        return _ingest(source, _container_blocks(handle, field), target, limits, field)
+
+
+def from_array(
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    target_rate: int,
+    target_channels: int,
+    limits: AudioLimits,
+    field: str = "audio",
+) -> Recording:
+    """Ingest a floating-point array, ``[C, T]`` or ``[T]`` (mono), with the same checks as
+    ``decode_audio`` (its ``nbytes`` count against ``max_bytes``)."""
+    _check_target(target_rate, target_channels)
+    array = _as_channels_first(samples, field)
+    if array.nbytes > limits.max_bytes:
+        raise too_large(
+            f"array is {array.nbytes} bytes; the limit is {limits.max_bytes}",
+            field=field,
+            allowed=f"at most {limits.max_bytes} bytes",
+        )
+    frames = array.shape[1]
+    source = _Source(int(sample_rate), array.shape[0], frames, "array")
+    # float32 before scanning, so a float64 value too large for float32 counts as infinite
+    blocks = (array[:, i : i + BLOCK_FRAMES].T.astype(np.float32) for i in range(0, frames, BLOCK_FRAMES))
+    return _ingest(source, blocks, (target_rate, target_channels), limits, field)
+
+
+def canonical_digest(rec: Recording) -> str:
+    """sha256 hex of the canonical PCM: the float32 little-endian bytes of ``samples`` [C, T] in
+    C order, then the sample rate and channel count as two little-endian uint32."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(rec.samples, dtype="<f4").data)
+    digest.update(struct.pack("<II", rec.sample_rate, rec.samples.shape[0]))
+    return digest.hexdigest()
+
+
+# --- the pipeline shared by every source -------------------------------------------------------
+
+
+def _ingest(
+    source: _Source,
+    blocks: Iterator[np.ndarray],
+    target: tuple[int, int],
+    limits: AudioLimits,
+    field: str,
+) -> Recording:
+    """Check ``source`` against ``limits``, read ``blocks`` ([n, C] each), return the recording."""
+    target_rate, target_channels = target
+    _check_source(source, limits, field)
+    max_frames = math.floor(limits.max_seconds * source.sample_rate)
+    mixed, scan = _collect(blocks, target_channels, max_frames, source, limits, field)
+    _check_content(scan, source.channels, field)
+    samples = _resample(mixed, source.sample_rate, target_rate)
+    if samples.shape[1] == 0:
+        raise invalid(
+            f"recording is too short: {scan.frames} frames at {source.sample_rate} Hz resample to none "
+            f"at {target_rate} Hz",
+            field=field,
+            allowed="at least one sample at the model's rate",
+        )
+    if samples.shape[0] < target_channels:  # mono to stereo: duplicate after resampling, once
+        samples = np.repeat(samples, target_channels, axis=0)
+    return Recording(
+        samples=np.ascontiguousarray(samples, dtype=np.float32),
+        sample_rate=target_rate,
+        source_sample_rate=source.sample_rate,
+        source_channels=source.channels,
+        source_format=source.format,
+    )
+
+
+def _collect(
+    blocks: Iterator[np.ndarray],
+    target_channels: int,
+    max_frames: int,
+    source: _Source,
+    limits: AudioLimits,
+    field: str,
+) -> tuple[np.ndarray, _Scan]:
+    """Scan and mix each [n, C] block; stop once more than ``max_frames`` were read, whatever the
+    header said. Returns the mixed samples [C', T] (C' = 1 when stereo output is a duplicate)."""
+    scan = _Scan()
+    parts: list[np.ndarray] = []
+    for block in blocks:
+        _scan_block(scan, block)
+        if scan.frames > max_frames:
+            raise too_large(
+                f"recording is longer than the {limits.max_seconds:g} s limit "
+                f"(stopped reading after {scan.frames / source.sample_rate:.1f} s)",
+                field=field,
+                allowed=f"at most {limits.max_seconds:g} s of audio",
+            )
+        parts.append(_mix(block, target_channels))
+    if not parts:
+        return np.zeros((1, 0), np.float32), scan
+    return np.concatenate(parts, axis=1), scan
+
+
+def _scan_block(scan: _Scan, block: np.ndarray) -> None:
+    if block.size == 0:
+        return
+    scan.frames += block.shape[0]
+    peak = float(np.max(np.abs(block)))
+    if math.isfinite(peak):
+        scan.peak = max(scan.peak, peak)
+    else:  # NaN or Inf somewhere: count them (only then, to keep the common path one pass)
+        scan.nonfinite += int(np.count_nonzero(~np.isfinite(block)))
+
+
+def _mix(block: np.ndarray, target_channels: int) -> np.ndarray:
+    """[n, C] float32 -> [C', n]: the module docstring's layout rules, except that mono stays one
+    row for stereo output (duplicated after resampling)."""
+    channels = block.shape[1]
+    if channels == 1 or channels == target_channels:
+        return np.ascontiguousarray(block.T, dtype=np.float32)
+    if target_channels == 1:
+        return block.mean(axis=1, dtype=np.float32)[None, :]
+    left = block[:, 0::2].mean(axis=1, dtype=np.float32)
+    right = block[:, 1::2].mean(axis=1, dtype=np.float32)
+    return np.stack([left, right])
+
+
+def _resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """[C, T] at ``source_rate`` -> [C, T'] at ``target_rate`` with soxr HQ, channel by channel."""
+    if source_rate == target_rate:
+        return samples
+    rows = [soxr.resample(row, source_rate, target_rate, quality="HQ") for row in samples]
+    return np.stack(rows).astype(np.float32, copy=False)
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def _check_target(target_rate: int, target_channels: int) -> None:
+    """The model's layout: a server bug if wrong, never the caller's."""
+    if target_channels not in (1, 2) or target_rate <= 0:
+        raise ValueError(f"unsupported target layout: {target_rate} Hz, {target_channels} channels")
+
+
+def _check_body(size: int, limits: AudioLimits, field: str) -> None:
+    if size == 0:
+        raise invalid(
+            "audio body is empty (0 bytes)",
+            field=field,
+            allowed=f"an audio file ({', '.join(SUPPORTED_FORMATS)}) of 1 to {limits.max_bytes} bytes",
+        )
+    if size > limits.max_bytes:
+        raise too_large(
+            f"audio is {size} bytes; the limit is {limits.max_bytes}",
+            field=field,
+            allowed=f"at most {limits.max_bytes} bytes",
+        )
+
+
+def _check_source(source: _Source, limits: AudioLimits, field: str) -> None:
+    """Channels, sample rate and declared duration: all known before decoding any sample."""
+    if source.channels < 1:
+        raise invalid("audio has no channels", field=field, allowed=f"1 to {limits.max_channels} channels")
+    if source.channels > limits.max_channels:
+        raise too_large(
+            f"audio has {source.channels} channels; at most {limits.max_channels} are accepted",
+            field=field,
+            allowed=f"1 to {limits.max_channels} channels",
+        )
+    if not MIN_SAMPLE_RATE <= source.sample_rate <= MAX_SAMPLE_RATE:
+        raise invalid(
+            f"sample rate {source.sample_rate} Hz is out of range",
+            field=field,
+            allowed=f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz",
+        )
+    if source.frames is not None and source.frames > limits.max_seconds * source.sample_rate:
+        seconds = source.frames / source.sample_rate
+        raise too_large(
+            f"recording is {seconds:.1f} s long; the limit is {limits.max_seconds:g} s",
+            field=field,
+            allowed=f"at most {limits.max_seconds:g} s of audio",
+        )
+
+
+def _check_content(scan: _Scan, channels: int, field: str) -> None:
+    if scan.frames == 0:
+        raise invalid(
+            "audio decoded to zero samples", field=field, allowed="a recording with at least one sample"
+        )
+    if scan.nonfinite:
+        total = scan.frames * channels
+        raise invalid(
+            f"{scan.nonfinite} of {total} samples are NaN or infinite",
+            field=field,
+            allowed="finite sample values",
+        )
+    if scan.peak < SILENCE_PEAK:
+        raise invalid(
+            f"recording is silent (peak {scan.peak:.3g} < {SILENCE_PEAK:g})",
+            field=field,
+            allowed=f"audio whose peak absolute sample is at least {SILENCE_PEAK:g}",
+        )
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+
+def _open_container(data: bytes, field: str) -> sf.SoundFile:
+    """Open ``data`` with libsndfile (reads the header only)."""
+    try:
+        return sf.SoundFile(io.BytesIO(data))
+    except sf.LibsndfileError as exc:
+        raise SonovecError(
+            ErrorKind.UNSUPPORTED,
+            f"could not decode audio: {exc.error_string}",
+            field=field,
+            allowed=", ".join(SUPPORTED_FORMATS),
+        ) from None
+
+
+def _container_source(handle: sf.SoundFile, field: str) -> _Source:
+    name = _CONTAINERS.get(handle.format)
+    if name is None:
+        raise SonovecError(
+            ErrorKind.UNSUPPORTED,
+            f"audio format {handle.format} ({handle.format_info}) is not accepted",
+            field=field,
+            allowed=", ".join(SUPPORTED_FORMATS),
+        )
+    if name == "ogg" and handle.subtype == "OPUS":
+        name = "opus"
+    frames = None if handle.frames >= _UNKNOWN_FRAMES else int(handle.frames)
+    return _Source(int(handle.samplerate), int(handle.channels), frames, name)
+
+
+def _container_blocks(handle: sf.SoundFile, field: str) -> Iterator[np.ndarray]:
+    """Yield fresh [n, C] float32 blocks until libsndfile has no more."""
+    while True:
+        block = np.empty((BLOCK_FRAMES, handle.channels), np.float32)
+        count = _read_frames(handle, block, field)
+        if count == 0:
+            return
+        yield block[:count]
+
+
+def _read_frames(handle: sf.SoundFile, out: np.ndarray, field: str) -> int:
+    """Read up to ``len(out)`` frames into ``out`` [n, C] float32; return how many were read.
+
+    Calls libsndfile directly: ``SoundFile.read`` clamps to the header's frame count and seeks
+    after every read, which fails on streams whose header omits their length (a FLAC written to
+    a pipe says 0) and hides where a corrupt stream broke."""
+    count = int(_snd.sf_readf_float(handle._file, _ffi.cast("float *", out.ctypes.data), len(out)))
+    code = _snd.sf_error(handle._file)
+    if code:
+        reason = _ffi.string(_snd.sf_error_number(code)).decode("utf-8", "replace")
+        raise invalid(
+            f"audio is corrupt or truncated: {reason}",
+            field=field,
+            allowed="a complete, well-formed audio file",
+        )
+    return count
+
+
+def _pcm_source(data: bytes, pcm: PcmFormat, field: str) -> tuple[_Source, Iterator[np.ndarray]]:
+    """Describe raw interleaved PCM and yield it as [n, C] float32 blocks (s16 scaled by 1/32768)."""
+    dtype = _PCM_DTYPES.get(pcm.encoding)
+    if dtype is None:
+        raise SonovecError(
+            ErrorKind.UNSUPPORTED,
+            f"unknown PCM encoding {pcm.encoding!r}",
+            field=field,
+            allowed=", ".join(SUPPORTED_FORMATS),
+        )
+    frame_bytes = dtype.itemsize * max(pcm.channels, 1)  # channels < 1: refused by _check_source
+    if pcm.channels >= 1 and len(data) % frame_bytes:
+        raise invalid(
+            f"{len(data)} bytes is not a whole number of {pcm.encoding} frames of {pcm.channels} channels",
+            field=field,
+            allowed=f"a multiple of {frame_bytes} bytes",
+        )
+    frames = len(data) // frame_bytes
+    source = _Source(int(pcm.sample_rate), int(pcm.channels), frames, f"pcm_{pcm.encoding}")
+    return source, _pcm_blocks(data, dtype, source)
+
+
+def _pcm_blocks(data: bytes, dtype: np.dtype, source: _Source) -> Iterator[np.ndarray]:
+    interleaved = np.frombuffer(data, dtype=dtype).reshape(-1, source.channels)
+    scale = np.float32(1 / 32768) if dtype.kind == "i" else np.float32(1)
+    for start in range(0, interleaved.shape[0], BLOCK_FRAMES):
+        yield interleaved[start : start + BLOCK_FRAMES].astype(np.float32) * scale
+
+
+def _as_channels_first(samples: np.ndarray, field: str) -> np.ndarray:
+    """``samples`` as [C, T]: floating point only, since integer arrays have no agreed scale."""
+    array = np.asarray(samples)
+    if array.dtype.kind != "f":
+        raise invalid(
+            f"array dtype {array.dtype} is not floating point",
+            field=field,
+            allowed="a float32 or float64 array, [C, T] or [T]",
+        )
+    if array.ndim == 1:
+        return array[None, :]
+    if array.ndim != 2:
+        raise invalid(
+            f"array has shape {array.shape}",
+            field=field,
+            allowed="a float array shaped [C, T] or [T]",
+        )
+    return array
