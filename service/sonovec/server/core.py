@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from sonovec.models import Backend, BackendOptions, load_backend, plan_windows
+from sonovec.models import Backend, BackendOptions, ModelSpec, load_backend, plan_windows
 from sonovec.server import pooling
 from sonovec.server.audio import AudioLimits, PcmFormat, Recording, canonical_digest, decode_audio, from_array
 from sonovec.server.batcher import Batcher, BatchKey, Ticket
@@ -237,7 +237,7 @@ class Service:
         try:
             return self.backends[name]
         except KeyError:
-            raise not_found(f"model {name!r} is not loaded; loaded: {', '.join(self.backends)}", field="model") from None
+            raise not_found(f"model {name!r} is not loaded", field="model", allowed=", ".join(self.backends)) from None
 
     def info(self, backend: Backend) -> ModelInfo:
         return self.infos[backend.spec.name]
@@ -435,41 +435,54 @@ def _check_codes(
 ) -> tuple[list[np.ndarray], list[float], int]:
     """Validate codes for ``decode``; returns them as int64 arrays, the scales, and the length."""
     spec = backend.spec
-    if not codes:
-        raise invalid("no codes given", field="codes")
-    arrays = [np.asarray(c) for c in codes]
-    ks = {a.shape[0] if a.ndim == 2 else -1 for a in arrays}
-    allowed_k = {spec.num_codebooks(b): b for b in spec.bandwidths}
-    if len(ks) != 1 or next(iter(ks)) not in allowed_k:
-        raise invalid(
-            f"codes must be [K, F] per segment with one K; got shapes {[a.shape for a in arrays][:4]}",
-            field="codes", allowed=f"K in {sorted(allowed_k)} (bandwidths {', '.join(f'{b:g}' for b in spec.bandwidths)} kbps)",
-        )
-    for i, a in enumerate(arrays):
-        if a.size and (not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= spec.codebook_size):
-            raise invalid(f"segment {i} has codes outside the codebook", field="codes", allowed=f"integers 0..{spec.codebook_size - 1}")
-    window_frames = spec.num_frames(spec.window)
-    if spec.segmented:
-        bad = [i for i, a in enumerate(arrays) if not (0 < a.shape[1] <= window_frames) or (i < len(arrays) - 1 and a.shape[1] != window_frames)]
-        if bad:
-            raise invalid(f"segment {bad[0]} has {arrays[bad[0]].shape[1]} frames", field="codes",
-                          allowed=f"{window_frames} frames per segment, the last 1..{window_frames}")
-        longest = spec.stride * (len(arrays) - 1) + arrays[-1].shape[1] * spec.hop_length
-    else:
-        if len(arrays) != 1:
-            raise invalid(f"{spec.name} codes are one segment, got {len(arrays)}", field="codes", allowed="one segment")
-        longest = arrays[0].shape[1] * spec.hop_length
+    arrays = _check_code_values(spec, codes)
+    longest = _check_code_frames(spec, arrays)
     if longest / spec.sample_rate > max_seconds:
-        raise too_large(f"codes decode to {longest / spec.sample_rate:.0f} s", field="codes", allowed=f"at most {max_seconds:g} s")
-    if scales is None or len(scales) == 0:
-        scales = [1.0] * len(arrays)
+        raise too_large(f"codes decode to {longest / spec.sample_rate:.0f} s", field="codes",
+                        allowed=f"at most {max_seconds:g} s")
+    scales = list(scales) if scales else [1.0] * len(arrays)
     if len(scales) != len(arrays) or not all(math.isfinite(s) and s > 0 for s in scales):
-        raise invalid(f"{len(scales)} scales for {len(arrays)} segments", field="scales", allowed="one positive finite scale per segment")
+        raise invalid(f"{len(scales)} scales for {len(arrays)} segments, or one not positive", field="scales",
+                      allowed="one positive finite scale per segment")
     num_samples = longest if num_samples is None else num_samples
     if not longest - spec.hop_length < num_samples <= longest:
         raise invalid(f"num_samples {num_samples} does not match the codes", field="num_samples",
                       allowed=f"{longest - spec.hop_length + 1}..{longest}")
     return [a.astype(np.int64) for a in arrays], [float(s) for s in scales], num_samples
+
+
+def _check_code_values(spec: ModelSpec, codes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One ``[K, F]`` integer array per segment, K of one of the model's bandwidths, in the codebook."""
+    allowed_k = sorted(spec.num_codebooks(b) for b in spec.bandwidths)
+    shape_rule = f"one [K, F] array per segment, K in {allowed_k}, integers 0..{spec.codebook_size - 1}"
+    arrays = [np.asarray(c) for c in codes]
+    if not arrays:
+        raise invalid("no codes given", field="codes", allowed=shape_rule)
+    ks = {a.shape[0] if a.ndim == 2 else -1 for a in arrays}
+    if len(ks) != 1 or ks.pop() not in allowed_k:
+        raise invalid(f"code shapes {[a.shape for a in arrays][:4]} fit no bandwidth of {spec.name}",
+                      field="codes", allowed=shape_rule)
+    for i, a in enumerate(arrays):
+        integral = np.issubdtype(a.dtype, np.integer)
+        if a.size and (not integral or a.min() < 0 or a.max() >= spec.codebook_size):
+            raise invalid(f"segment {i} has codes outside the codebook", field="codes", allowed=shape_rule)
+    return arrays
+
+
+def _check_code_frames(spec: ModelSpec, arrays: list[np.ndarray]) -> int:
+    """Frames per segment must be what ``encode`` makes; returns the longest output it decodes to."""
+    if not spec.segmented:
+        if len(arrays) != 1:
+            raise invalid(f"{spec.name} codes are one segment, got {len(arrays)}", field="codes",
+                          allowed="one segment")
+        return arrays[0].shape[1] * spec.hop_length
+    full = spec.num_frames(spec.window)
+    for i, a in enumerate(arrays):
+        last = i == len(arrays) - 1
+        if not (0 < a.shape[1] <= full) or (not last and a.shape[1] != full):
+            raise invalid(f"segment {i} has {a.shape[1]} frames", field="codes",
+                          allowed=f"{full} frames per segment, the last 1..{full}")
+    return spec.stride * (len(arrays) - 1) + arrays[-1].shape[1] * spec.hop_length
 
 
 def _decode_windows(backend: Backend, codes: list[np.ndarray], scales: list[float]) -> list[DecodeIn]:

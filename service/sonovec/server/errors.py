@@ -101,5 +101,5 @@ def too_large(message: str, *, field: str | None = None, allowed: str | None = N
     return SonovecError(ErrorKind.TOO_LARGE, message, field=field, allowed=allowed)
 
 
-def not_found(message: str, *, field: str | None = None) -> SonovecError:
-    return SonovecError(ErrorKind.NOT_FOUND, message, field=field)
+def not_found(message: str, *, field: str | None = None, allowed: str | None = None) -> SonovecError:
+    return SonovecError(ErrorKind.NOT_FOUND, message, field=field, allowed=allowed)

@@ -47,7 +47,8 @@ def audio_source(audio: AudioIn, field: str = "audio") -> AudioSource:
     if audio.encoding == "auto":
         return AudioSource(data=audio.data)
     if audio.sample_rate is None or audio.channels is None:
-        raise invalid("raw PCM needs sample_rate and channels", field=field)
+        raise invalid("raw PCM needs sample_rate and channels", field=field,
+                      allowed="encoding pcm_f32le or pcm_s16le with sample_rate and channels")
     pcm = PcmFormat(encoding=audio.encoding.removeprefix("pcm_"), sample_rate=audio.sample_rate,  # type: ignore[arg-type]
                     channels=audio.channels)
     return AudioSource(data=audio.data, pcm=pcm)

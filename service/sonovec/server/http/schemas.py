@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import base64
+import binascii
+from typing import Annotated, Literal
 
-from pydantic import Base64Bytes, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from sonovec.server import core
+
+
+def _strict_base64(value: object) -> bytes:
+    if isinstance(value, bytes):  # already decoded (multipart uploads)
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"is not valid base64 ({exc})") from None
+
+
+Base64Bytes = Annotated[
+    bytes, BeforeValidator(_strict_base64), WithJsonSchema({"type": "string", "format": "base64"})
+]
 
 
 class Strict(BaseModel):
