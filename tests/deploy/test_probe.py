@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from sonovec.server import probe
 
 pytestmark = pytest.mark.deploy
@@ -50,9 +51,7 @@ def server() -> Iterator[http.server.ThreadingHTTPServer]:
 
 
 @pytest.fixture()
-def port_env(
-    server: http.server.ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch
-) -> int:
+def port_env(server: http.server.ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch) -> int:
     port = server.server_address[1]
     monkeypatch.setenv("SONOVEC_PORT", str(port))
     monkeypatch.delenv("SONOVEC_API_KEYS", raising=False)
@@ -110,10 +109,7 @@ def test_timeout_exits_1(server) -> None:
 
 def test_default_url_and_timeout() -> None:
     assert probe.default_url(False, {}) == "http://127.0.0.1:8000/v1/health/ready"
-    assert (
-        probe.default_url(True, {"SONOVEC_PORT": "9001"})
-        == "http://127.0.0.1:9001/v1/health/live"
-    )
+    assert probe.default_url(True, {"SONOVEC_PORT": "9001"}) == "http://127.0.0.1:9001/v1/health/live"
     assert probe.DEFAULT_TIMEOUT_S == 3.0
 
 
@@ -121,12 +117,7 @@ def test_api_key_sent_to_loopback_only(server, port_env, monkeypatch) -> None:
     monkeypatch.setenv("SONOVEC_API_KEYS", "k1,k2")
     assert probe.main([]) == 0
     assert server.seen[-1][1] == "k1"
-    assert (
-        probe._headers(
-            "http://example.invalid/v1/health/ready", {"SONOVEC_API_KEYS": "k1"}
-        )
-        == {}
-    )
+    assert probe._headers("http://example.invalid/v1/health/ready", {"SONOVEC_API_KEYS": "k1"}) == {}
 
 
 def test_proxy_env_is_ignored(server, port_env, monkeypatch) -> None:
