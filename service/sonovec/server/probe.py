@@ -31,9 +31,7 @@ def default_url(live: bool, environ: Mapping[str, str] = os.environ) -> str:
 def _headers(url: str, environ: Mapping[str, str]) -> dict[str, str]:
     # With SONOVEC_API_KEYS set every /v1 route may want a key; the probe shares the server's
     # environment, so it can present the first key, but only to a loopback address.
-    keys = [
-        k.strip() for k in environ.get("SONOVEC_API_KEYS", "").split(",") if k.strip()
-    ]
+    keys = [k.strip() for k in environ.get("SONOVEC_API_KEYS", "").split(",") if k.strip()]
     host = urllib.parse.urlsplit(url).hostname or ""
     if keys and host in _LOOPBACK_HOSTS:
         return {"x-api-key": keys[0]}
@@ -67,21 +65,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="sonovec probe",
         description="Exit 0 when the local sonovec server is ready (or live, with --live), else 1.",
     )
-    parser.add_argument(
-        "--live", action="store_true", help=f"check {LIVE_PATH} instead of {READY_PATH}"
-    )
-    parser.add_argument(
-        "--url", help="check this URL instead (default: 127.0.0.1:$SONOVEC_PORT)"
-    )
+    parser.add_argument("--live", action="store_true", help=f"check {LIVE_PATH} instead of {READY_PATH}")
+    parser.add_argument("--url", help="check this URL instead (default: 127.0.0.1:$SONOVEC_PORT)")
     parser.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT_S,
         help="seconds (default: %(default)s)",
     )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="print the result on success too"
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the result on success too")
     return parser
 
 
