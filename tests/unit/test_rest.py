@@ -99,6 +99,10 @@ async def test_encode_decode_round_trip_over_rest(rest) -> None:
     assert reply.headers["x-sonovec-pretrained"] == "false" and reply.headers["x-sonovec-warning"]
     audio, rate = sf.read(io.BytesIO(reply.content), always_2d=True)
     assert rate == 48_000 and audio.shape == (72_000, 2)
+    as_is = await rest.post("/v1/decode", json=encoded)  # an encode reply decodes as it is
+    assert as_is.content == reply.content
+    wrong = await rest.post("/v1/decode", json={**encoded, "sample_rate": 24_000})
+    assert wrong.status_code == 422 and wrong.json()["error"]["field"] == "sample_rate"
     bad = await rest.post("/v1/decode", json={"segments": [{"codes": [[5000] * 150] * 4}]})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "codes"
 

@@ -7,6 +7,8 @@ depends only on its own ``hop`` input samples, so it runs in microseconds and ne
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from sonovec.models.base import Encoded, ModelSpec, WeightsInfo
@@ -16,8 +18,9 @@ class FakeBackend:
     kind = "fake"
     device = "cpu"
 
-    def __init__(self, spec: ModelSpec, seed: int = 0) -> None:
+    def __init__(self, spec: ModelSpec, seed: int = 0, delay: float = 0.0) -> None:
         self.spec = spec
+        self.delay = delay  # simulated model seconds per audio second, for load and drain tests
         rng = np.random.default_rng(seed)
         self._projection = rng.standard_normal((spec.hop_length, spec.latent_dim)).astype(np.float32)
         self._projection /= np.sqrt(spec.hop_length)
@@ -28,8 +31,13 @@ class FakeBackend:
             warning="fake backend: deterministic stand-in, not EnCodec; for tests only",
         )
 
+    def _simulate_work(self, samples: int) -> None:
+        if self.delay:
+            time.sleep(self.delay * samples / self.spec.sample_rate)
+
     def encode(self, audio: np.ndarray) -> Encoded:
         batch, _, length = audio.shape
+        self._simulate_work(batch * length)
         hop = self.spec.hop_length
         if self.spec.normalize:
             mono = audio.mean(axis=1, keepdims=True)
@@ -50,6 +58,7 @@ class FakeBackend:
 
     def decode(self, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
         batch, _, frames = codes.shape
+        self._simulate_work(batch * frames * self.spec.hop_length)
         level = codes[:, 0, :].astype(np.float32) / (self.spec.codebook_size - 1) * 2.0 - 1.0
         audio = np.repeat(level, self.spec.hop_length, axis=1) * 0.1 * scales.reshape(batch, 1)
         return np.repeat(audio[:, None, :], self.spec.channels, axis=1).astype(np.float32)

@@ -50,7 +50,7 @@ def load_backend(kind: str, options: BackendOptions) -> Backend:
     if kind == "fake":
         from sonovec.models.fake import FakeBackend
 
-        return FakeBackend(spec)
+        return FakeBackend(spec, delay=float(options.extra.get("seconds_per_audio_second", 0.0)))
     if kind == "torch":
         from sonovec.models.encodec_torch import TorchBackend
 

@@ -203,6 +203,7 @@ class Service:
                 precision=settings.precision,
                 threads=settings.threads,
                 cache_dir=str(settings.data_dir / "models"),
+                extra={"seconds_per_audio_second": str(settings.fake_seconds_per_audio_second)},
             )
             backend = load_backend(settings.backend, options)
             if backend.weights.warning:

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     allow_random_weights: bool = Field(
         True, description="Refuse to start with --weights random when false (containers set it false)."
     )
+    fake_seconds_per_audio_second: float = Field(
+        0.0, ge=0, description="fake backend only: simulated model time per audio second (load and drain tests)."
+    )
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Model precision.")
     threads: int = Field(0, ge=0, description="Intra-op threads for the model; 0 = one per core.")

@@ -119,11 +119,21 @@ def _install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> N
             response = await _when_ready(request, call_next)
         else:
             response = await call_next(request)
-        route = request.scope.get("route")
-        method = getattr(route, "path", "unmatched")
+        method = _route_template(request)
         metrics.requests.labels(method, str(response.status_code)).inc()
         metrics.latency.labels(method).observe(time.perf_counter() - started)
         return response
+
+
+def _route_template(request: Request) -> str:
+    """The matched route's template (``/v1/collections/{name}``), never the raw path: bounded labels."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    if path is None:
+        return "unmatched"
+    if request.url.path.startswith("/v1/") and not path.startswith("/v1/"):
+        path = "/v1" + path  # routers included under the /v1 prefix report their own paths
+    return str(path)
 
 
 async def _when_ready(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

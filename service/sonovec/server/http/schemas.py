@@ -62,12 +62,26 @@ class Segment(Strict):
     scale: float = Field(1.0, description="The segment's RMS scale (48 kHz); 1.0 otherwise.")
 
 
+def _model_name(value: object) -> object:
+    """A model name, or the ``model`` object of an encode reply (so that reply decodes as it is)."""
+    return value.get("name") if isinstance(value, dict) else value
+
+
 class DecodeRequest(Strict):
+    """Codes to decode. An ``/v1/encode`` reply is a valid body as it is: its informational fields
+    are accepted, and ``sample_rate`` / ``segment_stride`` must agree with the model."""
+
     segments: list[Segment]
-    model: str | None = None
+    model: Annotated[str | None, BeforeValidator(_model_name)] = None
     num_samples: int | None = Field(None, gt=0, description="Output length (from encode); derived when omitted.")
     subtype: Literal["PCM_16", "FLOAT"] = Field("PCM_16", description="WAV sample format of the reply.")
     timeout_s: float | None = Field(None, gt=0)
+    sample_rate: int | None = Field(None, description="From an encode reply: must be the model's.")
+    segment_stride: int | None = Field(None, description="From an encode reply: must be the model's.")
+    bandwidth: float | None = Field(None, description="From an encode reply; implied by the codes.")
+    num_codebooks: int | None = None
+    frame_rate: int | None = None
+    duration_s: float | None = None
 
 
 class SimilarityRequest(Strict):
