@@ -81,6 +81,8 @@ class _Writer:
 
     def __init__(self, output: Path) -> None:
         self.output = output
+        _drop_torn_tail(output / "manifest.jsonl")
+        _drop_torn_tail(output / "errors.jsonl")
         self._manifest = open(output / "manifest.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self._errors = open(output / "errors.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
@@ -99,6 +101,16 @@ class _Writer:
     def close(self) -> None:
         self._manifest.close()
         self._errors.close()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line that a kill left without its newline, so the next line starts clean."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

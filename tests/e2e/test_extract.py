@@ -1,0 +1,90 @@
+"""``sonovec extract`` as a user runs it: a folder in, embeddings out, resumable after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audiofiles import write_tone
+
+pytestmark = pytest.mark.e2e
+
+FAKE = ["--backend", "fake", "--weights", "random", "--no-progress", "--log-level", "warning"]
+
+
+def extract(inp: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sonovec.server.cli", "extract", str(inp), str(out), *FAKE, *extra],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def make_folder(root: Path, count: int) -> list[str]:
+    names = []
+    for i in range(count):
+        sub = root / f"composer{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        fmt = ["wav", "flac", "ogg"][i % 3]
+        write_tone(sub / f"piece{i}.{fmt}", 1.0 + 0.5 * (i % 4), 44_100, 2, fmt, seed=i)
+        names.append(f"composer{i % 3}/piece{i}.{fmt}")
+    (root / "notes.txt").write_text("not audio")
+    return sorted(names)
+
+
+def test_extract_writes_the_documented_format(tmp_path: Path) -> None:
+    names = make_folder(tmp_path / "in", 7)
+    (tmp_path / "in" / "broken.wav").write_bytes(b"RIFF junk")
+    done = extract(tmp_path / "in", tmp_path / "out", "--latents", "--pooling", "mean_std")
+    assert done.returncode == 1, done.stderr  # one recording failed, and says so
+    out = tmp_path / "out"
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(e["path"] for e in manifest) == names
+    embeddings = np.load(out / "embeddings.npy")
+    assert embeddings.shape == (7, 256)
+    assert (out / "paths.txt").read_text().split() == [e["path"] for e in manifest]
+    latents = np.load(out / manifest[0]["latents"])
+    assert latents.ndim == 2 and latents.shape[1] == 128
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert [e["path"] for e in errors] == ["broken.wav"] and errors[0]["error"]
+    model = json.loads((out / "model.json").read_text())
+    assert model["model"] == "encodec_48khz" and model["pretrained"] is False
+    other = extract(tmp_path / "in", out, "--pooling", "mean")  # other options: refused, not mixed
+    assert other.returncode != 0 and "other settings" in other.stderr
+
+
+def test_extract_fragments_take_only_the_asked_seconds(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    write_tone(tmp_path / "in" / "long.flac", 5.0, 44_100, 2, "flac")
+    done = extract(tmp_path / "in", tmp_path / "out", "--fragment-seconds", "2", "--fragment-offset", "1")
+    assert done.returncode == 0, done.stderr
+    (entry,) = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert entry["duration_s"] == pytest.approx(2.0, abs=1e-3)
+
+
+def test_extract_resumes_after_kill_9_without_duplicates(tmp_path: Path) -> None:
+    names = make_folder(tmp_path / "in", 24)
+    out = tmp_path / "out"
+    env = {**os.environ, "SONOVEC_FAKE_SECONDS_PER_AUDIO_SECOND": "0.05", "SONOVEC_MAX_BATCH_SECONDS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sonovec.server.cli", "extract", str(tmp_path / "in"), str(out),
+                             *FAKE, "--concurrency", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not manifest.exists() or len(manifest.read_text().splitlines()) < 4):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = len(manifest.read_text().splitlines())
+    assert 4 <= first < 24, "killed too late to test resuming"
+    with manifest.open("a") as f:
+        f.write('{"path": "torn')  # a line cut short by the kill
+    done = extract(tmp_path / "in", out)
+    assert done.returncode == 0, done.stderr
+    lines = manifest.read_text().splitlines()
+    paths = [json.loads(line)["path"] for line in lines if line.endswith("}")]
+    assert sorted(paths) == names  # every recording exactly once
+    assert np.load(out / "embeddings.npy").shape == (24, 128)
