@@ -15,7 +15,8 @@ from sonovec.server.settings import Settings
 
 def fake_settings(tmp: Path, **overrides: object) -> Settings:
     """Settings for the tiny deterministic ``fake`` backend (no torch, no weights)."""
-    return Settings(backend="fake", weights="random", grpc_port=0, data_dir=tmp / "data", **overrides)
+    values: dict[str, object] = {"backend": "fake", "weights": "random", "grpc_port": 0, "data_dir": tmp / "data"}
+    return Settings(**{**values, **overrides})
 
 
 @pytest.fixture
