@@ -15,7 +15,12 @@ from sonovec.server.settings import Settings
 
 def fake_settings(tmp: Path, **overrides: object) -> Settings:
     """Settings for the tiny deterministic ``fake`` backend (no torch, no weights)."""
-    values: dict[str, object] = {"backend": "fake", "weights": "random", "grpc_port": 0, "data_dir": tmp / "data"}
+    values: dict[str, object] = {
+        "backend": "fake",
+        "weights": "random",
+        "grpc_port": 0,
+        "data_dir": tmp / "data",
+    }
     return Settings(**{**values, **overrides})
 
 

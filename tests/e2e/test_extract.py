@@ -19,9 +19,16 @@ pytestmark = pytest.mark.e2e
 FAKE = ["--backend", "fake", "--weights", "random", "--no-progress", "--log-level", "warning"]
 
 
-def extract(inp: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sonovec.server.cli", "extract", str(inp), str(out), *FAKE, *extra],
-                          capture_output=True, text=True, timeout=300, env=env)
+def extract(
+    inp: Path, out: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sonovec.server.cli", "extract", str(inp), str(out), *FAKE, *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def make_folder(root: Path, count: int) -> list[str]:
@@ -70,11 +77,27 @@ def test_extract_resumes_after_kill_9_without_duplicates(tmp_path: Path) -> None
     names = make_folder(tmp_path / "in", 24)
     out = tmp_path / "out"
     env = {**os.environ, "SONOVEC_FAKE_SECONDS_PER_AUDIO_SECOND": "0.05", "SONOVEC_MAX_BATCH_SECONDS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sonovec.server.cli", "extract", str(tmp_path / "in"), str(out),
-                             *FAKE, "--concurrency", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sonovec.server.cli",
+            "extract",
+            str(tmp_path / "in"),
+            str(out),
+            *FAKE,
+            "--concurrency",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     manifest = out / "manifest.jsonl"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not manifest.exists() or len(manifest.read_text().splitlines()) < 4):
+    while time.monotonic() < deadline and (
+        not manifest.exists() or len(manifest.read_text().splitlines()) < 4
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -31,9 +31,16 @@ def test_readme_curl_examples_work_as_written(tmp_path: Path) -> None:
     write_tone(tmp_path / "example.wav", 3.0, 44_100, 2, "wav")
     with ServerProcess(tmp_path) as server:
         for command in commands:
-            runnable = command.replace("curl -s ", "curl -sS --fail ").replace("localhost:8000", f"127.0.0.1:{server.port}")
-            done = subprocess.run(["bash", "-o", "pipefail", "-c", runnable], cwd=tmp_path, capture_output=True,
-                                  text=True, timeout=60)
+            runnable = command.replace("curl -s ", "curl -sS --fail ").replace(
+                "localhost:8000", f"127.0.0.1:{server.port}"
+            )
+            done = subprocess.run(
+                ["bash", "-o", "pipefail", "-c", runnable],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
     decoded, rate = sf.read(tmp_path / "decoded.wav")
     assert rate == 48_000 and decoded.shape == (144_000, 2)  # 3 s at the 48 kHz model's rate

@@ -15,18 +15,27 @@ from audiofiles import tone
 from conftest import fake_settings
 
 pytest.importorskip("torch")
-from sonovec.models.reference import reference_decode, reference_encode, reference_latents  # noqa: E402
-from sonovec.server.core import AudioSource, EmbedOptions, Service  # noqa: E402
+from sonovec.models.reference import reference_decode, reference_encode, reference_latents
+from sonovec.server.core import AudioSource, EmbedOptions, Service
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
-LENGTHS_S = {"encodec_48khz": [0.02, 0.4, 0.99, 1.0, 1.6, 2.3, 3.1, 0.7], "encodec_24khz": [0.02, 0.4, 1.0, 2.5, 4.0, 7.3, 0.9, 3.3]}
+LENGTHS_S = {
+    "encodec_48khz": [0.02, 0.4, 0.99, 1.0, 1.6, 2.3, 3.1, 0.7],
+    "encodec_24khz": [0.02, 0.4, 1.0, 2.5, 4.0, 7.3, 0.9, 3.3],
+}
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Service:
-    settings = fake_settings(tmp_path_factory.mktemp("eq"), backend="torch", threads=2, max_wait_ms=30.0,
-                             max_batch_seconds=8.0, cache_entries=0)
+    settings = fake_settings(
+        tmp_path_factory.mktemp("eq"),
+        backend="torch",
+        threads=2,
+        max_wait_ms=30.0,
+        max_batch_seconds=8.0,
+        cache_entries=0,
+    )
     svc = Service.from_settings(settings)
     svc.start()
     yield svc
@@ -53,8 +62,12 @@ async def test_batched_latents_and_codes_equal_each_file_alone(service: Service,
         asyncio.gather(*(service.embed(s, options) for s in sources)),
         asyncio.gather(*(service.encode(s, model=model, bandwidth=6.0) for s in sources)),
     )
-    batches = service.metrics.registry.get_sample_value("sonovec_batch_windows_sum", {"model": model, "op": "encode"})
-    calls = service.metrics.registry.get_sample_value("sonovec_batch_windows_count", {"model": model, "op": "encode"})
+    batches = service.metrics.registry.get_sample_value(
+        "sonovec_batch_windows_sum", {"model": model, "op": "encode"}
+    )
+    calls = service.metrics.registry.get_sample_value(
+        "sonovec_batch_windows_count", {"model": model, "op": "encode"}
+    )
     assert batches / calls > 1.5, "windows of concurrent requests should share model calls"
     worst, agreement = 0.0, []
     for wav, emb, enc in zip(wavs, embedded, encoded, strict=True):
@@ -80,8 +93,12 @@ async def test_round_trip_length_and_snr_against_the_models_own_decode(service: 
     backend = service.backends[model]
     spec = backend.spec
     wav = tone(2.3, spec.sample_rate, spec.channels, seed=7) * 0.3
-    encoded = await service.encode(AudioSource(array=wav, sample_rate=spec.sample_rate), model=model, bandwidth=12.0)
-    decoded = await service.decode(encoded.codes, encoded.scales, model=model, num_samples=encoded.num_samples)
+    encoded = await service.encode(
+        AudioSource(array=wav, sample_rate=spec.sample_rate), model=model, bandwidth=12.0
+    )
+    decoded = await service.decode(
+        encoded.codes, encoded.scales, model=model, num_samples=encoded.num_samples
+    )
     assert decoded.audio.shape == wav.shape
     frames = [(c, s) for c, s in zip(encoded.codes, encoded.scales, strict=True)]
     if spec.segmented:

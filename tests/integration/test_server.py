@@ -25,7 +25,9 @@ def rss_mb(pid: int) -> float:
 
 
 async def flood(url: str, count: int, clip: bytes) -> list[tuple[int, float, dict[str, str]]]:
-    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=httpx.Limits(max_connections=count)) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=60.0, limits=httpx.Limits(max_connections=count)
+    ) as client:
 
         async def one() -> tuple[int, float, dict[str, str]]:
             started = time.monotonic()
@@ -37,7 +39,9 @@ async def flood(url: str, count: int, clip: bytes) -> list[tuple[int, float, dic
 
 async def test_overload_is_a_prompt_429_and_memory_stays_bounded(tmp_path: Path) -> None:
     # A slow model (0.05 s per audio second) and a queue of 12 audio seconds: 48 requests of 3 s overflow it.
-    with ServerProcess(tmp_path, max_queue_seconds=12, fake_seconds_per_audio_second=0.05, cache_entries=0) as server:
+    with ServerProcess(
+        tmp_path, max_queue_seconds=12, fake_seconds_per_audio_second=0.05, cache_entries=0
+    ) as server:
         before = rss_mb(server.proc.pid)
         results = await flood(server.url, 48, CLIP)
         codes = [code for code, _, _ in results]
@@ -52,13 +56,20 @@ async def test_overload_is_a_prompt_429_and_memory_stays_bounded(tmp_path: Path)
         async with httpx.AsyncClient(base_url=server.url) as client:
             metrics = (await client.get("/metrics")).text
             assert 'sonovec_requests_total{code="429",method="/v1/embed"}' in metrics.replace(
-                'method="/v1/embed",code="429"', 'code="429",method="/v1/embed"')
+                'method="/v1/embed",code="429"', 'code="429",method="/v1/embed"'
+            )
             assert (await client.post("/v1/embed", files={"audio": ("a.wav", CLIP)})).status_code == 200
 
 
 async def test_bad_inputs_never_500_and_the_server_keeps_serving(tmp_path: Path) -> None:
-    junk = [b"", b"RIFF", b"\x00" * 4096, b"fLaC\x00\x00\x00\x22" + b"\xff" * 64, b"OggS" + b"\x00" * 100,
-            encode(tone(0.5, 8_000, 1) * 0, 8_000, "wav")]
+    junk = [
+        b"",
+        b"RIFF",
+        b"\x00" * 4096,
+        b"fLaC\x00\x00\x00\x22" + b"\xff" * 64,
+        b"OggS" + b"\x00" * 100,
+        encode(tone(0.5, 8_000, 1) * 0, 8_000, "wav"),
+    ]
     with ServerProcess(tmp_path) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30.0) as client:
             for body in junk:

@@ -31,8 +31,12 @@ class Recorder:
 
 
 def make(runner: Recorder, **kw: float) -> Batcher:
-    b = Batcher(runner, max_batch_cost=kw.get("budget", 4.0), max_wait_s=kw.get("wait", 0.05),
-                max_queue_cost=kw.get("queue", 100.0))
+    b = Batcher(
+        runner,
+        max_batch_cost=kw.get("budget", 4.0),
+        max_wait_s=kw.get("wait", 0.05),
+        max_queue_cost=kw.get("queue", 100.0),
+    )
     b.start()
     return b
 

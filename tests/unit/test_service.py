@@ -37,7 +37,11 @@ async def test_concurrent_batched_requests_equal_each_request_alone(make_service
         np.testing.assert_allclose(b.frames, s.frames, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(b.vector, s.vector, rtol=1e-6, atol=1e-6)
     labels = {"model": model, "op": "encode"}
-    assert metric(together, "sonovec_batch_windows_sum", labels) / metric(together, "sonovec_batch_windows_count", labels) > 1.5
+    assert (
+        metric(together, "sonovec_batch_windows_sum", labels)
+        / metric(together, "sonovec_batch_windows_count", labels)
+        > 1.5
+    )
 
 
 async def test_frames_follow_the_window_plan(make_service) -> None:
@@ -77,15 +81,19 @@ async def test_cache_returns_the_identical_vector_without_the_model(make_service
     assert not other.cached
 
 
-@pytest.mark.parametrize(("model", "seconds"), [("encodec_48khz", 2.3), ("encodec_48khz", 1.0),
-                                                ("encodec_24khz", 0.4), ("encodec_24khz", 23.0)])
+@pytest.mark.parametrize(
+    ("model", "seconds"),
+    [("encodec_48khz", 2.3), ("encodec_48khz", 1.0), ("encodec_24khz", 0.4), ("encodec_24khz", 23.0)],
+)
 async def test_encode_then_decode_gives_the_input_length(make_service, model: str, seconds: float) -> None:
     service = make_service()
     encoded = await service.encode(wav(seconds), model=model, bandwidth=6.0)
     spec = service.backends[model].spec
     assert encoded.num_samples == round(seconds * spec.sample_rate)
     assert all(c.shape[0] == spec.num_codebooks(6.0) for c in encoded.codes)
-    decoded = await service.decode(encoded.codes, encoded.scales, model=model, num_samples=encoded.num_samples)
+    decoded = await service.decode(
+        encoded.codes, encoded.scales, model=model, num_samples=encoded.num_samples
+    )
     assert decoded.audio.shape == (spec.channels, encoded.num_samples)
     derived = await service.decode(encoded.codes, encoded.scales, model=model)
     assert derived.audio.shape[1] >= encoded.num_samples
@@ -103,7 +111,9 @@ async def test_encode_then_decode_gives_the_input_length(make_service, model: st
         ([], None, None, "codes"),
     ],
 )
-async def test_decode_rejects_codes_that_do_not_fit_the_model(make_service, codes, scales, num_samples, field) -> None:
+async def test_decode_rejects_codes_that_do_not_fit_the_model(
+    make_service, codes, scales, num_samples, field
+) -> None:
     service = make_service()
     with pytest.raises(SonovecError) as err:
         await service.decode(codes, scales, model="encodec_48khz", num_samples=num_samples)
@@ -167,8 +177,9 @@ async def test_a_failing_model_fails_its_requests_and_the_service_recovers(make_
     backend = service.backends["encodec_48khz"]
     real = backend.encode
     backend.encode = lambda audio: (_ for _ in ()).throw(RuntimeError("device lost"))  # type: ignore[method-assign]
-    results = await asyncio.gather(*(service.embed(wav(1.0, seed=i), EmbedOptions()) for i in range(4)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(service.embed(wav(1.0, seed=i), EmbedOptions()) for i in range(4)), return_exceptions=True
+    )
     assert all(isinstance(r, SonovecError) and r.kind is ErrorKind.INTERNAL for r in results)
     backend.encode = real  # type: ignore[method-assign]
     assert (await service.embed(wav(1.0), EmbedOptions())).vector.shape == (128,)

@@ -122,7 +122,9 @@ class Batcher:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, key: BatchKey, payloads: Sequence[Any], costs: Sequence[float], ticket: Ticket) -> list[Future[Any]]:
+    def submit(
+        self, key: BatchKey, payloads: Sequence[Any], costs: Sequence[float], ticket: Ticket
+    ) -> list[Future[Any]]:
         """Queue all of one request's windows, or none of them (OVERLOADED, with Retry-After)."""
         total = float(sum(costs))
         if total > self.max_queue_cost:
@@ -223,7 +225,9 @@ class Batcher:
             job.future.cancel()
             return True
         if job.ticket.expired:
-            _settle(job.future, error=SonovecError(ErrorKind.DEADLINE, "request deadline passed while queued"))
+            _settle(
+                job.future, error=SonovecError(ErrorKind.DEADLINE, "request deadline passed while queued")
+            )
             return True
         return False
 
@@ -237,8 +241,10 @@ class Batcher:
                 raise RuntimeError(f"runner returned {len(results)} results for {len(jobs)} windows")
         except Exception as exc:  # every waiting request hears about the failure
             log.exception("model call failed for %s (%d windows)", key, len(jobs))
-            error = exc if isinstance(exc, SonovecError) else SonovecError(
-                ErrorKind.INTERNAL, f"model call failed: {type(exc).__name__}: {exc}"
+            error = (
+                exc
+                if isinstance(exc, SonovecError)
+                else SonovecError(ErrorKind.INTERNAL, f"model call failed: {type(exc).__name__}: {exc}")
             )
             for job in jobs:
                 _settle(job.future, error=error)

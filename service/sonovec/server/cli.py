@@ -54,11 +54,15 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
-    given = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
+    given = {
+        name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None
+    }
     try:
         return Settings(**{**overrides, **given})
     except ValidationError as exc:
-        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
         raise SystemExit(f"sonovec: invalid settings: {problems}") from None
 
 
@@ -74,18 +78,30 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("output", type=Path, help="Output folder (see docs/extract.md for its format).")
     extract.add_argument("--latents", action="store_true", help="Also write each recording's latent frames.")
     extract.add_argument("--pooling", choices=["mean", "mean_std"], default="mean")
-    extract.add_argument("--no-normalize", dest="normalize", action="store_false", help="Keep pooled vectors unnormalised.")
-    extract.add_argument("--fragment-seconds", type=float, default=None,
-                         help="Embed only this many seconds of each recording (as in the MAESTRO study).")
-    extract.add_argument("--fragment-offset", type=float, default=0.0, help="Where the fragment starts, seconds.")
+    extract.add_argument(
+        "--no-normalize", dest="normalize", action="store_false", help="Keep pooled vectors unnormalised."
+    )
+    extract.add_argument(
+        "--fragment-seconds",
+        type=float,
+        default=None,
+        help="Embed only this many seconds of each recording (as in the MAESTRO study).",
+    )
+    extract.add_argument(
+        "--fragment-offset", type=float, default=0.0, help="Where the fragment starts, seconds."
+    )
     extract.add_argument("--concurrency", type=int, default=8, help="Recordings decoded and queued at once.")
-    extract.add_argument("--extensions", default="wav,flac,ogg,mp3,opus,aiff,aif",
-                         help="Comma-separated file extensions to take.")
+    extract.add_argument(
+        "--extensions",
+        default="wav,flac,ogg,mp3,opus,aiff,aif",
+        help="Comma-separated file extensions to take.",
+    )
     extract.add_argument("--no-progress", dest="progress", action="store_false", help="No progress bar.")
     add_settings_flags(extract)
 
-    probe = commands.add_parser("probe", help="Exit 0 when the service is ready (container health check).",
-                                add_help=False)
+    probe = commands.add_parser(
+        "probe", help="Exit 0 when the service is ready (container health check).", add_help=False
+    )
     probe.add_argument("probe_args", nargs=argparse.REMAINDER)
     return parser
 
@@ -108,9 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sonovec.server.extract import ExtractOptions, run_extract
 
     options = ExtractOptions(
-        input=args.input, output=args.output, latents=args.latents, pooling=args.pooling,
-        normalize=args.normalize, fragment_seconds=args.fragment_seconds, fragment_offset=args.fragment_offset,
-        concurrency=args.concurrency, extensions=tuple(e.strip().lstrip(".").lower() for e in args.extensions.split(",")),
+        input=args.input,
+        output=args.output,
+        latents=args.latents,
+        pooling=args.pooling,
+        normalize=args.normalize,
+        fragment_seconds=args.fragment_seconds,
+        fragment_offset=args.fragment_offset,
+        concurrency=args.concurrency,
+        extensions=tuple(e.strip().lstrip(".").lower() for e in args.extensions.split(",")),
         progress=args.progress,
     )
     return asyncio.run(run_extract(settings, options))

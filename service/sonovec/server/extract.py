@@ -49,7 +49,11 @@ class ExtractOptions:
 
 
 def find_recordings(root: Path, extensions: tuple[str, ...]) -> list[Path]:
-    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in extensions)
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower().lstrip(".") in extensions
+    )
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -152,9 +156,13 @@ async def _extract(service: Service, options: ExtractOptions) -> int:
     backend = service.backend(None)
     info = service.info(backend)
     header = {
-        "model": info.name, "weights_fingerprint": info.weights_fingerprint, "pretrained": info.pretrained,
-        "pooling": options.pooling, "normalize": options.normalize,
-        "fragment_seconds": options.fragment_seconds, "fragment_offset": options.fragment_offset,
+        "model": info.name,
+        "weights_fingerprint": info.weights_fingerprint,
+        "pretrained": info.pretrained,
+        "pooling": options.pooling,
+        "normalize": options.normalize,
+        "fragment_seconds": options.fragment_seconds,
+        "fragment_offset": options.fragment_offset,
     }
     if info.warning:
         log.warning("%s", info.warning)
@@ -179,8 +187,12 @@ async def _extract(service: Service, options: ExtractOptions) -> int:
                 log.warning("%s: %s", rel, exc)
                 bar.update(1)
                 return
-            entry = {"path": str(rel), "duration_s": round(result.duration_s, 6),
-                     "num_windows": result.num_windows, "embedding": result.vector.tolist()}
+            entry = {
+                "path": str(rel),
+                "duration_s": round(result.duration_s, 6),
+                "num_windows": result.num_windows,
+                "embedding": result.vector.tolist(),
+            }
             if options.latents and result.frames is not None:
                 latents_path = Path("latents") / rel.with_suffix(".npy")
                 await asyncio.to_thread(_save_npy, options.output / latents_path, result.frames)
@@ -204,6 +216,3 @@ def _consolidate(output: Path) -> None:
         return
     _save_npy(output / "embeddings.npy", np.asarray([e["embedding"] for e in entries], np.float32))
     (output / "paths.txt").write_text("".join(e["path"] + "\n" for e in entries))
-
-
-

@@ -21,22 +21,41 @@ class Metrics:
             "sonovec_requests", "Requests by method and outcome.", ["method", "code"], registry=r
         )
         self.latency = Histogram(
-            "sonovec_request_seconds", "Request latency, end to end.", ["method"], buckets=_LATENCY, registry=r
+            "sonovec_request_seconds",
+            "Request latency, end to end.",
+            ["method"],
+            buckets=_LATENCY,
+            registry=r,
         )
         self.queue_wait = Histogram(
-            "sonovec_queue_wait_seconds", "Time windows wait in the batch queue.", ["model"], buckets=_LATENCY, registry=r
+            "sonovec_queue_wait_seconds",
+            "Time windows wait in the batch queue.",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
         )
         self.batch_windows = Histogram(
             "sonovec_batch_windows", "Windows per model call.", ["model", "op"], buckets=_WINDOWS, registry=r
         )
         self.batch_audio = Histogram(
-            "sonovec_batch_audio_seconds", "Audio seconds per model call.", ["model", "op"], buckets=_SECONDS, registry=r
+            "sonovec_batch_audio_seconds",
+            "Audio seconds per model call.",
+            ["model", "op"],
+            buckets=_SECONDS,
+            registry=r,
         )
         self.model_seconds = Histogram(
-            "sonovec_model_call_seconds", "Duration of one model call.", ["model", "op"], buckets=_LATENCY, registry=r
+            "sonovec_model_call_seconds",
+            "Duration of one model call.",
+            ["model", "op"],
+            buckets=_LATENCY,
+            registry=r,
         )
         self.audio_processed = Counter(
-            "sonovec_audio_processed_seconds", "Audio seconds run through the model.", ["model", "op"], registry=r
+            "sonovec_audio_processed_seconds",
+            "Audio seconds run through the model.",
+            ["model", "op"],
+            registry=r,
         )
         self.queue_depth_seconds = Gauge(
             "sonovec_queue_depth_seconds", "Audio seconds waiting in the batch queue.", registry=r
@@ -48,14 +67,22 @@ class Metrics:
             "sonovec_cache_requests", "Embedding cache lookups by result.", ["backend", "result"], registry=r
         )
         self.cache_bytes = Counter(
-            "sonovec_cache_bytes", "Bytes read from and written to the cache.", ["backend", "direction"], registry=r
+            "sonovec_cache_bytes",
+            "Bytes read from and written to the cache.",
+            ["backend", "direction"],
+            registry=r,
         )
         self.cache_errors = Counter(
-            "sonovec_cache_errors", "Cache operations that failed (the cache was bypassed).", ["backend"], registry=r
+            "sonovec_cache_errors",
+            "Cache operations that failed (the cache was bypassed).",
+            ["backend"],
+            registry=r,
         )
         self.weights = Gauge(
-            "sonovec_model_info", "Loaded models (value 1), with weights fingerprint and whether pretrained.",
-            ["model", "backend", "device", "fingerprint", "pretrained"], registry=r,
+            "sonovec_model_info",
+            "Loaded models (value 1), with weights fingerprint and whether pretrained.",
+            ["model", "backend", "device", "fingerprint", "pretrained"],
+            registry=r,
         )
         self.ready = Gauge("sonovec_ready", "1 when models are loaded and warm.", registry=r)
 

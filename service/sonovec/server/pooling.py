@@ -31,7 +31,9 @@ def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
     return np.clip(unit @ unit.T, -1.0, 1.0).astype(np.float32)
 
 
-def segment_means(frames: np.ndarray, frame_starts: np.ndarray, segment_samples: int) -> tuple[np.ndarray, np.ndarray]:
+def segment_means(
+    frames: np.ndarray, frame_starts: np.ndarray, segment_samples: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean-pool ``[D, F]`` frames into segments of ``segment_samples`` by each frame's start sample.
 
     Returns ``[S, D]`` segment vectors and ``[S]`` segment indices (empty segments are skipped).

@@ -6,7 +6,6 @@ then the process exits.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import uvicorn
@@ -33,8 +32,12 @@ async def serve(settings: Settings) -> None:
         await grpc_server.start()
         app.state.before_close.append(lambda: grpc_server.stop(DRAIN_GRACE_S))
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=int(DRAIN_GRACE_S), access_log=False,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(DRAIN_GRACE_S),
+        access_log=False,
     )
     log.info("REST on http://%s:%d (docs at /docs)", settings.host, settings.port)
     await uvicorn.Server(config).serve()

@@ -39,18 +39,27 @@ def require_api_key(request: Request) -> None:
     for key in keys:
         matched |= hmac.compare_digest(given.encode(), key.encode())
     if not matched:
-        raise SonovecError(ErrorKind.UNAUTHENTICATED, "missing or unknown API key",
-                           allowed="'Authorization: Bearer KEY' or 'x-api-key: KEY'")
+        raise SonovecError(
+            ErrorKind.UNAUTHENTICATED,
+            "missing or unknown API key",
+            allowed="'Authorization: Bearer KEY' or 'x-api-key: KEY'",
+        )
 
 
 def audio_source(audio: AudioIn, field: str = "audio") -> AudioSource:
     if audio.encoding == "auto":
         return AudioSource(data=audio.data)
     if audio.sample_rate is None or audio.channels is None:
-        raise invalid("raw PCM needs sample_rate and channels", field=field,
-                      allowed="encoding pcm_f32le or pcm_s16le with sample_rate and channels")
-    pcm = PcmFormat(encoding=audio.encoding.removeprefix("pcm_"), sample_rate=audio.sample_rate,  # type: ignore[arg-type]
-                    channels=audio.channels)
+        raise invalid(
+            "raw PCM needs sample_rate and channels",
+            field=field,
+            allowed="encoding pcm_f32le or pcm_s16le with sample_rate and channels",
+        )
+    pcm = PcmFormat(
+        encoding=audio.encoding.removeprefix("pcm_"),
+        sample_rate=audio.sample_rate,  # type: ignore[arg-type]
+        channels=audio.channels,
+    )
     return AudioSource(data=audio.data, pcm=pcm)
 
 
@@ -66,8 +75,11 @@ def body(model: type[M], audio_fields: tuple[str, ...]) -> Callable[[Request], A
         try:
             payload = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise invalid("body is not JSON", field="body",
-                          allowed="application/json, or multipart/form-data with audio files") from None
+            raise invalid(
+                "body is not JSON",
+                field="body",
+                allowed="application/json, or multipart/form-data with audio files",
+            ) from None
         return _validate(model, payload)
 
     return parse
@@ -89,7 +101,9 @@ async def _from_form(request: Request, model: type[M], audio_fields: tuple[str, 
             values[key] = value
     unknown = set(files) - set(audio_fields)
     if unknown:
-        raise invalid(f"unexpected file fields {sorted(unknown)}", field="body", allowed=", ".join(audio_fields))
+        raise invalid(
+            f"unexpected file fields {sorted(unknown)}", field="body", allowed=", ".join(audio_fields)
+        )
     placeholder = {"data": ""}
     for name in audio_fields:
         count = len(files.get(name, []))
@@ -98,7 +112,9 @@ async def _from_form(request: Request, model: type[M], audio_fields: tuple[str, 
     parsed = _validate(model, values)
     updates: dict[str, Any] = {}
     for name, blobs in files.items():
-        audios = [AudioIn.model_construct(data=b, encoding="auto", sample_rate=None, channels=None) for b in blobs]
+        audios = [
+            AudioIn.model_construct(data=b, encoding="auto", sample_rate=None, channels=None) for b in blobs
+        ]
         updates[name] = audios if name == "recordings" else audios[0]
     return parsed.model_copy(update=updates)
 
@@ -109,5 +125,8 @@ def _validate(model: type[M], payload: Any) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise invalid(f"{first['msg']} ({len(exc.errors())} problem(s))", field=where,
-                      allowed=f"see the {model.__name__} schema at /docs") from None
+        raise invalid(
+            f"{first['msg']} ({len(exc.errors())} problem(s))",
+            field=where,
+            allowed=f"see the {model.__name__} schema at /docs",
+        ) from None

@@ -73,7 +73,9 @@ class DecodeRequest(Strict):
 
     segments: list[Segment]
     model: Annotated[str | None, BeforeValidator(_model_name)] = None
-    num_samples: int | None = Field(None, gt=0, description="Output length (from encode); derived when omitted.")
+    num_samples: int | None = Field(
+        None, gt=0, description="Output length (from encode); derived when omitted."
+    )
     subtype: Literal["PCM_16", "FLOAT"] = Field("PCM_16", description="WAV sample format of the reply.")
     timeout_s: float | None = Field(None, gt=0)
     sample_rate: int | None = Field(None, description="From an encode reply: must be the model's.")
@@ -133,8 +135,13 @@ class EmbedResponse(BaseModel):
     @classmethod
     def of(cls, r: core.EmbedResult) -> EmbedResponse:
         return cls(
-            model=ModelOut.of(r.model), embedding=r.vector.tolist(), dim=int(r.vector.shape[0]),
-            pooling=r.pooling, normalized=r.normalized, duration_s=r.duration_s, num_windows=r.num_windows,
+            model=ModelOut.of(r.model),
+            embedding=r.vector.tolist(),
+            dim=int(r.vector.shape[0]),
+            pooling=r.pooling,
+            normalized=r.normalized,
+            duration_s=r.duration_s,
+            num_windows=r.num_windows,
             cached=r.cached,
             frames=None if r.frames is None else r.frames.tolist(),
             frame_times_s=None if r.frame_times is None else r.frame_times.tolist(),
@@ -155,9 +162,14 @@ class EncodeResponse(BaseModel):
     @classmethod
     def of(cls, r: core.EncodeResult) -> EncodeResponse:
         return cls(
-            model=ModelOut.of(r.model), bandwidth=r.bandwidth, num_codebooks=int(r.codes[0].shape[0]),
-            num_samples=r.num_samples, sample_rate=r.model.sample_rate, frame_rate=r.model.frame_rate,
-            segment_stride=r.segment_stride, duration_s=r.duration_s,
+            model=ModelOut.of(r.model),
+            bandwidth=r.bandwidth,
+            num_codebooks=int(r.codes[0].shape[0]),
+            num_samples=r.num_samples,
+            sample_rate=r.model.sample_rate,
+            frame_rate=r.model.frame_rate,
+            segment_stride=r.segment_stride,
+            duration_s=r.duration_s,
             segments=[Segment(codes=c.tolist(), scale=s) for c, s in zip(r.codes, r.scales, strict=True)],
         )
 

@@ -17,8 +17,11 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
             "content": {
                 "application/json": {"schema": schema},
                 "multipart/form-data": {
-                    "schema": {"type": "object", "description": "Audio files under the audio field names; "
-                               "other fields as form values, or one JSON object under 'options'."}
+                    "schema": {
+                        "type": "object",
+                        "description": "Audio files under the audio field names; "
+                        "other fields as form values, or one JSON object under 'options'.",
+                    }
                 },
             },
         }

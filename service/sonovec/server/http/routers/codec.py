@@ -14,13 +14,16 @@ from sonovec.server.http.schemas import DecodeRequest, EncodeRequest, EncodeResp
 router = APIRouter(tags=["codec"])
 
 
-@router.post("/encode", response_model=EncodeResponse, responses=ERRORS, openapi_extra=request_body(EncodeRequest))
+@router.post(
+    "/encode", response_model=EncodeResponse, responses=ERRORS, openapi_extra=request_body(EncodeRequest)
+)
 async def encode(
     service: ServiceDep, req: Annotated[EncodeRequest, Depends(body(EncodeRequest, ("audio",)))]
 ) -> EncodeResponse:
     """EnCodec's discrete RVQ codes at a bandwidth, with each segment's scale."""
-    result = await service.encode(audio_source(req.audio), model=req.model, bandwidth=req.bandwidth,
-                                  timeout_s=req.timeout_s)
+    result = await service.encode(
+        audio_source(req.audio), model=req.model, bandwidth=req.bandwidth, timeout_s=req.timeout_s
+    )
     return EncodeResponse.of(result)
 
 
@@ -30,22 +33,39 @@ async def encode(
     responses={**ERRORS, 200: {"content": {"audio/wav": {}}, "description": "WAV at the model's rate."}},
     openapi_extra=request_body(DecodeRequest),
 )
-async def decode(service: ServiceDep, req: Annotated[DecodeRequest, Depends(body(DecodeRequest, ()))]) -> Response:
+async def decode(
+    service: ServiceDep, req: Annotated[DecodeRequest, Depends(body(DecodeRequest, ()))]
+) -> Response:
     """Audio reconstructed from codes (overlap-add as EnCodec does), as WAV. Model info in headers."""
     _check_geometry(service, req)
     codes = [np.asarray(s.codes, dtype=np.int64) for s in req.segments]
-    result = await service.decode(codes, [s.scale for s in req.segments], model=req.model,
-                                  num_samples=req.num_samples, timeout_s=req.timeout_s)
-    return Response(result.wav_bytes(req.subtype), media_type="audio/wav", headers=model_headers(ModelOut.of(result.model)))
+    result = await service.decode(
+        codes,
+        [s.scale for s in req.segments],
+        model=req.model,
+        num_samples=req.num_samples,
+        timeout_s=req.timeout_s,
+    )
+    return Response(
+        result.wav_bytes(req.subtype),
+        media_type="audio/wav",
+        headers=model_headers(ModelOut.of(result.model)),
+    )
 
 
 def _check_geometry(service: Service, req: DecodeRequest) -> None:
     spec = service.backend(req.model).spec
     stride = spec.stride if spec.segmented else 0
     if req.sample_rate is not None and req.sample_rate != spec.sample_rate:
-        raise invalid(f"codes made at {req.sample_rate} Hz", field="sample_rate", allowed=f"{spec.sample_rate} ({spec.name})")
+        raise invalid(
+            f"codes made at {req.sample_rate} Hz",
+            field="sample_rate",
+            allowed=f"{spec.sample_rate} ({spec.name})",
+        )
     if req.segment_stride is not None and req.segment_stride != stride:
-        raise invalid(f"segment stride {req.segment_stride}", field="segment_stride", allowed=f"{stride} ({spec.name})")
+        raise invalid(
+            f"segment stride {req.segment_stride}", field="segment_stride", allowed=f"{stride} ({spec.name})"
+        )
 
 
 def model_headers(model: ModelOut) -> dict[str, str]:

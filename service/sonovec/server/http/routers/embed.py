@@ -12,7 +12,9 @@ from sonovec.server.http.schemas import EmbedRequest, EmbedResponse
 router = APIRouter(tags=["embed"])
 
 
-@router.post("/embed", response_model=EmbedResponse, responses=ERRORS, openapi_extra=request_body(EmbedRequest))
+@router.post(
+    "/embed", response_model=EmbedResponse, responses=ERRORS, openapi_extra=request_body(EmbedRequest)
+)
 async def embed(
     service: ServiceDep, req: Annotated[EmbedRequest, Depends(body(EmbedRequest, ("audio",)))]
 ) -> EmbedResponse:

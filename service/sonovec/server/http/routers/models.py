@@ -19,9 +19,13 @@ async def models(service: ServiceDep) -> ModelsResponse:
         default_model=s.models[0],
         random_weights=any(not info.pretrained for info in infos),
         limits=Limits(
-            max_request_bytes=s.max_request_bytes, max_audio_seconds=s.max_audio_seconds,
-            max_channels=s.max_channels, max_recordings=s.max_recordings,
-            max_batch_seconds=s.max_batch_seconds, max_queue_seconds=s.max_queue_seconds,
-            request_timeout_s=s.request_timeout_s, formats=list(SUPPORTED_FORMATS),
+            max_request_bytes=s.max_request_bytes,
+            max_audio_seconds=s.max_audio_seconds,
+            max_channels=s.max_channels,
+            max_recordings=s.max_recordings,
+            max_batch_seconds=s.max_batch_seconds,
+            max_queue_seconds=s.max_queue_seconds,
+            request_timeout_s=s.request_timeout_s,
+            formats=list(SUPPORTED_FORMATS),
         ),
     )

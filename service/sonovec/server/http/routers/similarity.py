@@ -18,8 +18,12 @@ from sonovec.server.http.schemas import (
 router = APIRouter(tags=["similarity"])
 
 
-@router.post("/similarity", response_model=SimilarityResponse, responses=ERRORS,
-             openapi_extra=request_body(SimilarityRequest))
+@router.post(
+    "/similarity",
+    response_model=SimilarityResponse,
+    responses=ERRORS,
+    openapi_extra=request_body(SimilarityRequest),
+)
 async def similarity(
     service: ServiceDep, req: Annotated[SimilarityRequest, Depends(body(SimilarityRequest, ("recordings",)))]
 ) -> SimilarityResponse:
@@ -29,15 +33,23 @@ async def similarity(
     return SimilarityResponse(model=ModelOut.of(result.model), matrix=result.matrix.tolist())
 
 
-@router.post("/similarity/self", response_model=SelfSimilarityResponse, responses=ERRORS,
-             openapi_extra=request_body(SelfSimilarityRequest))
+@router.post(
+    "/similarity/self",
+    response_model=SelfSimilarityResponse,
+    responses=ERRORS,
+    openapi_extra=request_body(SelfSimilarityRequest),
+)
 async def self_similarity(
-    service: ServiceDep, req: Annotated[SelfSimilarityRequest, Depends(body(SelfSimilarityRequest, ("audio",)))]
+    service: ServiceDep,
+    req: Annotated[SelfSimilarityRequest, Depends(body(SelfSimilarityRequest, ("audio",)))],
 ) -> SelfSimilarityResponse:
     """A recording's segment-by-segment self-similarity matrix (segments of ``segment_seconds``)."""
-    result = await service.self_similarity(audio_source(req.audio), segment_seconds=req.segment_seconds,
-                                           model=req.model, timeout_s=req.timeout_s)
+    result = await service.self_similarity(
+        audio_source(req.audio), segment_seconds=req.segment_seconds, model=req.model, timeout_s=req.timeout_s
+    )
     return SelfSimilarityResponse(
-        model=ModelOut.of(result.model), matrix=result.matrix.tolist(),
-        segment_seconds=result.segment_seconds, segment_starts_s=result.segment_starts_s.tolist(),
+        model=ModelOut.of(result.model),
+        matrix=result.matrix.tolist(),
+        segment_seconds=result.segment_seconds,
+        segment_starts_s=result.segment_starts_s.tolist(),
     )
