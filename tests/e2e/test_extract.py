@@ -111,3 +111,17 @@ def test_extract_resumes_after_kill_9_without_duplicates(tmp_path: Path) -> None
     paths = [json.loads(line)["path"] for line in lines if line.endswith("}")]
     assert sorted(paths) == names  # every recording exactly once
     assert np.load(out / "embeddings.npy").shape == (24, 128)
+
+
+def test_map_draws_the_embedding_space_of_an_extract_folder(tmp_path: Path) -> None:
+    make_folder(tmp_path / "in", 9)
+    assert extract(tmp_path / "in", tmp_path / "out").returncode == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "sonovec.server.cli", "map", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    png = (tmp_path / "out" / "map.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000

@@ -250,3 +250,11 @@ async def test_openapi_and_metrics(rest) -> None:
         "sonovec_queue_depth_seconds",
     ):
         assert name in text
+
+
+async def test_self_similarity_as_a_picture(rest) -> None:
+    reply = await rest.post(
+        "/v1/similarity/self", files={"audio": ("a.wav", GOOD)}, headers={"accept": "image/png"}
+    )
+    assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
+    assert reply.content.startswith(b"\x89PNG") and reply.headers["x-sonovec-pretrained"] == "false"

@@ -99,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--no-progress", dest="progress", action="store_false", help="No progress bar.")
     add_settings_flags(extract)
 
+    plot = commands.add_parser("map", help="Picture of an extract folder's embedding space (PCA and t-SNE).")
+    plot.add_argument("folder", type=Path, help="An output folder of 'sonovec extract'.")
+    plot.add_argument("--png", type=Path, default=None, help="Where to write the picture [FOLDER/map.png].")
+    plot.add_argument(
+        "--label-depth",
+        type=int,
+        default=1,
+        help="Label each recording by its first N folder names (e.g. the composer folder).",
+    )
+
     probe = commands.add_parser(
         "probe", help="Exit 0 when the service is ready (container health check).", add_help=False
     )
@@ -112,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sonovec.server.probe import main as probe_main
 
         return probe_main(args.probe_args)
+    if args.command == "map":
+        return draw_map(args.folder, args.png or args.folder / "map.png", args.label_depth)
     if args.command == "serve":
         settings = settings_from(args)
         _configure_logging(settings.log_level)
@@ -136,6 +148,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=args.progress,
     )
     return asyncio.run(run_extract(settings, options))
+
+
+def draw_map(folder: Path, png: Path, label_depth: int) -> int:
+    import json
+
+    import numpy as np
+
+    from sonovec.server.plots import embedding_map_png
+
+    vectors = np.load(folder / "embeddings.npy")
+    paths = (folder / "paths.txt").read_text().split("\n")[: len(vectors)]
+    labels = [
+        "/".join(Path(p).parts[:label_depth]) if len(Path(p).parts) > label_depth else "(top)" for p in paths
+    ]
+    model = json.loads((folder / "model.json").read_text())
+    title = f"{len(vectors)} recordings, {model['model']}, {model['pooling']} pooling"
+    if not model["pretrained"]:
+        title += " (RANDOM-INIT WEIGHTS)"
+    png.write_bytes(embedding_map_png(vectors, labels, title))
+    print(png)
+    return 0
 
 
 def _configure_logging(level: str) -> None:
