@@ -1,0 +1,631 @@
+"""``Client`` (sync) and ``AsyncClient``: one API over REST and gRPC, picked by the URL scheme."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from sonovec.client import _bulk
+from sonovec.client import _errors as kinds
+from sonovec.client import _ops as ops
+from sonovec.client._audio import AudioData, AudioLike, to_audio
+from sonovec.client._errors import SonovecClientError
+from sonovec.client._retry import backoff_delay
+from sonovec.client._transport import (
+    AsyncGrpcTransport,
+    AsyncHttpTransport,
+    Config,
+    GrpcTransport,
+    HttpTransport,
+)
+from sonovec.client._types import (
+    AddResult,
+    Classification,
+    Codes,
+    Collection,
+    DecodedAudio,
+    Embedding,
+    IndexSpec,
+    Item,
+    Limits,
+    ModelsInfo,
+    NewItem,
+    ProbeInfo,
+    SearchResult,
+    SelfSimilarity,
+    ServerInfo,
+    Similarity,
+    SpaceClaim,
+)
+
+T = TypeVar("T")
+
+
+class _Base:
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = 60.0,
+        retries: int = 3,
+        backoff: float = 0.25,
+        max_message_bytes: int = 1 << 30,
+        stream_bytes: int = 4 << 20,
+        chunk_bytes: int = 1 << 20,
+        verify: bool = True,
+    ) -> None:
+        """``url``: ``http(s)://host:port`` for REST, ``grpc(s)://host:port`` for gRPC.
+        ``timeout``: default deadline of a call, seconds (sent to the server too). ``retries``:
+        how often an overloaded or unavailable call is retried (with backoff, honouring
+        Retry-After). gRPC only: ``max_message_bytes`` (both directions), and audio above
+        ``stream_bytes`` goes through EmbedStream in ``chunk_bytes`` pieces."""
+        self.config = Config(
+            url, api_key, timeout, max_message_bytes, ops.Wire(stream_bytes, chunk_bytes), verify
+        )
+        self.transport = self.config.endpoint.transport
+        self.retries = retries
+        self.backoff = backoff
+        self.limits: Limits | None = None  # the server's, once models() or info() has been called
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return self.config.timeout if timeout is None else timeout
+
+    def _checked(self, audio: AudioLike, sample_rate: int | None, field: str = "audio") -> AudioData:
+        """The audio as sent; refused here when the server's published byte limit is known and exceeded."""
+        data = to_audio(audio, sample_rate, field)
+        if self.limits is not None and len(data.data) > self.limits.max_request_bytes:
+            raise SonovecClientError(
+                kinds.TOO_LARGE,
+                f"audio is {len(data.data)} bytes (refused by the client, not sent)",
+                field=field,
+                allowed=f"at most {self.limits.max_request_bytes} bytes (the server's limit)",
+            )
+        return data
+
+    def _query(
+        self,
+        audio: AudioLike | None,
+        id: str | None,
+        vector: np.ndarray | None,
+        space: SpaceClaim | None,
+        sample_rate: int | None,
+    ) -> ops.Query:
+        data = None if audio is None else self._checked(audio, sample_rate)
+        return ops.Query(data, id, None if vector is None else np.asarray(vector, np.float32), space)
+
+    def _codes(
+        self,
+        codes: Codes | Sequence[np.ndarray],
+        scales: Sequence[float] | None,
+        model: str | None,
+        num_samples: int | None,
+        subtype: str,
+    ) -> ops.Decode:
+        if isinstance(codes, Codes):
+            return ops.Decode(
+                codes.segments,
+                scales or codes.scales,
+                model or codes.model.name,
+                num_samples or codes.num_samples,
+                subtype,
+            )
+        segments = list(codes)
+        return ops.Decode(
+            segments, list(scales) if scales else [1.0] * len(segments), model, num_samples, subtype
+        )
+
+
+class Client(_Base):
+    """Synchronous client. ``with Client("grpc://localhost:50051") as c: c.embed("a.wav").vector``"""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._options = options
+        self._transport = (
+            HttpTransport(self.config) if self.transport == "http" else GrpcTransport(self.config)
+        )
+        self.collections = Collections(self)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def call(self, op: ops.Op[T], timeout: float | None = None, retries: int | None = None) -> T:
+        """Run one op, retrying overload and unavailability up to ``retries`` times."""
+        attempts = self.retries if retries is None else retries
+        attempt = 0
+        while True:
+            try:
+                return self._transport.call(op, self._deadline(timeout))
+            except SonovecClientError as err:
+                if not err.retryable or attempt >= attempts:
+                    raise
+                time.sleep(backoff_delay(attempt, err.retry_after, self.backoff))
+                attempt += 1
+
+    # ---- the API ----
+
+    def embed(
+        self,
+        audio: AudioLike,
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        pooling: str = "mean",
+        normalize: bool = True,
+        frames: bool = False,
+        timeout: float | None = None,
+    ) -> Embedding:
+        """One recording's pooled embedding ([D] for "mean", [2D] for "mean_std"); frames on request."""
+        op = ops.Embed(self._checked(audio, sample_rate), model, pooling, normalize, frames)
+        return self.call(op, timeout)
+
+    def encode(
+        self,
+        audio: AudioLike,
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        bandwidth: float = 6.0,
+        timeout: float | None = None,
+    ) -> Codes:
+        """RVQ codes per segment at ``bandwidth`` kbps, with each segment's scale."""
+        return self.call(ops.Encode(self._checked(audio, sample_rate), model, bandwidth), timeout)
+
+    def decode(
+        self,
+        codes: Codes | Sequence[np.ndarray],
+        *,
+        scales: Sequence[float] | None = None,
+        model: str | None = None,
+        num_samples: int | None = None,
+        subtype: str = "PCM_16",
+        timeout: float | None = None,
+    ) -> DecodedAudio:
+        """Audio from codes: an ``encode`` result as it is, or [K, F] arrays (+ scales)."""
+        return self.call(self._codes(codes, scales, model, num_samples, subtype), timeout)
+
+    def similarity(
+        self,
+        recordings: Sequence[AudioLike],
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        pooling: str = "mean",
+        timeout: float | None = None,
+    ) -> Similarity:
+        """[N, N] cosine similarities between recordings."""
+        audios = [self._checked(a, sample_rate, f"recordings[{i}]") for i, a in enumerate(recordings)]
+        return self.call(ops.SimilarityOp(audios, model, pooling), timeout)
+
+    def self_similarity(
+        self,
+        audio: AudioLike,
+        *,
+        sample_rate: int | None = None,
+        segment_seconds: float = 1.0,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> SelfSimilarity:
+        """A recording's segment-by-segment similarity matrix."""
+        op = ops.SelfSimilarityOp(self._checked(audio, sample_rate), segment_seconds, model)
+        return self.call(op, timeout)
+
+    def classify(
+        self,
+        audio: AudioLike | None = None,
+        *,
+        collection: str,
+        id: str | None = None,
+        vector: np.ndarray | None = None,
+        space: SpaceClaim | None = None,
+        sample_rate: int | None = None,
+        k: int = 10,
+        weighting: str = "distance",
+        classes: Sequence[str] | None = None,
+        probe: str | None = None,
+        version: int | None = None,
+        top: int = 5,
+        timeout: float | None = None,
+    ) -> Classification:
+        """Top labels for a recording, a stored item (``id``) or a ``vector``: a vote of the ``k``
+        nearest labelled items in ``collection`` ("distance" or "uniform" weighting), or a probe."""
+        query = self._query(audio, id, vector, space, sample_rate)
+        return self.call(ops.Classify(collection, query, k, weighting, classes, probe, version, top), timeout)
+
+    def models(self) -> ModelsInfo:
+        """What is loaded, its weights, and the limits on input."""
+        result = self.call(ops.Models())
+        self.limits = result.limits
+        return result
+
+    def info(self) -> ServerInfo:
+        """The server's limits (and, over gRPC, its message size limits and version)."""
+        result = self.call(ops.Info())
+        self.limits = result.limits
+        return result
+
+    def embed_many(
+        self,
+        audios: Sequence[AudioLike],
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        pooling: str = "mean",
+        normalize: bool = True,
+        frames: bool = False,
+        concurrency: int = 8,
+        progress: bool = True,
+        retries: int = 8,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Embed many recordings; see ``AsyncClient.embed_many``. Runs an ``AsyncClient`` on a
+        private event loop in a worker thread."""
+
+        async def run() -> list[Any]:
+            async with AsyncClient(self.url, **self._options) as twin:
+                return await twin.embed_many(
+                    audios,
+                    sample_rate=sample_rate,
+                    model=model,
+                    pooling=pooling,
+                    normalize=normalize,
+                    frames=frames,
+                    concurrency=concurrency,
+                    progress=progress,
+                    retries=retries,
+                    timeout=timeout,
+                    return_exceptions=return_exceptions,
+                )
+
+        return _run_in_thread(run())
+
+
+def _run_in_thread(coro: Coroutine[Any, Any, T]) -> T:
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sonovec-bulk") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class AsyncClient(_Base):
+    """Asynchronous client with the same methods as ``Client``, as coroutines."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._transport: AsyncHttpTransport | AsyncGrpcTransport = (
+            AsyncHttpTransport(self.config) if self.transport == "http" else AsyncGrpcTransport(self.config)
+        )
+        self.collections = AsyncCollections(self)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def call(self, op: ops.Op[T], timeout: float | None = None, retries: int | None = None) -> T:
+        """Run one op, retrying overload and unavailability up to ``retries`` times."""
+        attempts = self.retries if retries is None else retries
+        attempt = 0
+        while True:
+            try:
+                return await self._transport.call(op, self._deadline(timeout))
+            except SonovecClientError as err:
+                if not err.retryable or attempt >= attempts:
+                    raise
+                await asyncio.sleep(backoff_delay(attempt, err.retry_after, self.backoff))
+                attempt += 1
+
+    # ---- the API ----
+
+    async def embed(
+        self,
+        audio: AudioLike,
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        pooling: str = "mean",
+        normalize: bool = True,
+        frames: bool = False,
+        timeout: float | None = None,
+    ) -> Embedding:
+        op = ops.Embed(self._checked(audio, sample_rate), model, pooling, normalize, frames)
+        return await self.call(op, timeout)
+
+    async def encode(
+        self,
+        audio: AudioLike,
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        bandwidth: float = 6.0,
+        timeout: float | None = None,
+    ) -> Codes:
+        return await self.call(ops.Encode(self._checked(audio, sample_rate), model, bandwidth), timeout)
+
+    async def decode(
+        self,
+        codes: Codes | Sequence[np.ndarray],
+        *,
+        scales: Sequence[float] | None = None,
+        model: str | None = None,
+        num_samples: int | None = None,
+        subtype: str = "PCM_16",
+        timeout: float | None = None,
+    ) -> DecodedAudio:
+        return await self.call(self._codes(codes, scales, model, num_samples, subtype), timeout)
+
+    async def similarity(
+        self,
+        recordings: Sequence[AudioLike],
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        pooling: str = "mean",
+        timeout: float | None = None,
+    ) -> Similarity:
+        audios = [self._checked(a, sample_rate, f"recordings[{i}]") for i, a in enumerate(recordings)]
+        return await self.call(ops.SimilarityOp(audios, model, pooling), timeout)
+
+    async def self_similarity(
+        self,
+        audio: AudioLike,
+        *,
+        sample_rate: int | None = None,
+        segment_seconds: float = 1.0,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> SelfSimilarity:
+        op = ops.SelfSimilarityOp(self._checked(audio, sample_rate), segment_seconds, model)
+        return await self.call(op, timeout)
+
+    async def classify(
+        self,
+        audio: AudioLike | None = None,
+        *,
+        collection: str,
+        id: str | None = None,
+        vector: np.ndarray | None = None,
+        space: SpaceClaim | None = None,
+        sample_rate: int | None = None,
+        k: int = 10,
+        weighting: str = "distance",
+        classes: Sequence[str] | None = None,
+        probe: str | None = None,
+        version: int | None = None,
+        top: int = 5,
+        timeout: float | None = None,
+    ) -> Classification:
+        query = self._query(audio, id, vector, space, sample_rate)
+        return await self.call(
+            ops.Classify(collection, query, k, weighting, classes, probe, version, top), timeout
+        )
+
+    async def models(self) -> ModelsInfo:
+        result = await self.call(ops.Models())
+        self.limits = result.limits
+        return result
+
+    async def info(self) -> ServerInfo:
+        result = await self.call(ops.Info())
+        self.limits = result.limits
+        return result
+
+    async def embed_many(
+        self,
+        audios: Sequence[AudioLike],
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        pooling: str = "mean",
+        normalize: bool = True,
+        frames: bool = False,
+        concurrency: int = 8,
+        progress: bool = True,
+        retries: int = 8,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Embed many recordings, results in input order.
+
+        At most ``concurrency`` requests in flight; a tqdm progress bar; overloaded or unavailable
+        calls retried up to ``retries`` times with backoff, honouring Retry-After. Work is fitted to
+        the server's published limits: recordings over its byte limit are refused without being
+        sent; over gRPC, small recordings travel together in EmbedMany requests (up to
+        max_recordings and the message size limit) and large ones through EmbedStream.
+
+        With ``return_exceptions`` a failed recording leaves its ``SonovecClientError`` in the
+        list; otherwise the first failure is raised once in-flight requests finish."""
+        options = {"model": model, "pooling": pooling, "normalize": normalize, "frames": frames}
+        job = _bulk.BulkEmbed(self, list(audios), sample_rate, options, concurrency, retries, timeout)
+        return await job.run(progress=progress, return_exceptions=return_exceptions)
+
+
+def _index(index: str | IndexSpec) -> IndexSpec:
+    return IndexSpec(type=index) if isinstance(index, str) else index
+
+
+class Collections:
+    """``client.collections``: named vector indexes bound to one embedding space (model, weights,
+    pooling). The same methods, as coroutines, on ``AsyncClient.collections``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        pooling: str = "mean",
+        normalize: bool = True,
+        index: str | IndexSpec = "flat",
+        description: str = "",
+    ) -> Collection:
+        """A new collection bound to ``model``'s current weights; ``index``: flat, hnsw, ivf."""
+        return self._client.call(
+            ops.CreateCollection(name, model, pooling, normalize, _index(index), description)
+        )
+
+    def info(self, name: str) -> Collection:
+        return self._client.call(ops.GetCollection(name))
+
+    def list(self) -> list[Collection]:
+        return self._client.call(ops.ListCollections())
+
+    def drop(self, name: str) -> bool:
+        """Drop the collection, its items and its probes."""
+        return self._client.call(ops.DropCollection(name))
+
+    def add(
+        self,
+        collection: str,
+        items: Sequence[NewItem],
+        *,
+        space: SpaceClaim | None = None,
+        timeout: float | None = None,
+    ) -> AddResult:
+        """Add or replace items (by id), from vectors or audio; returns once the write is durable."""
+        return self._client.call(ops.AddItems(collection, list(items), space), timeout)
+
+    def get(self, collection: str, id: str) -> Item:
+        return self._client.call(ops.GetItem(collection, id))
+
+    def delete(self, collection: str, ids: str | Sequence[str]) -> int:
+        """Delete items by id; returns how many existed."""
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        if self._client.transport == "http":
+            return sum(self._client.call(ops.DeleteItem(collection, i)) for i in ids)
+        return self._client.call(ops.DeleteItems(collection, ids))
+
+    def search(
+        self,
+        collection: str,
+        audio: AudioLike | None = None,
+        *,
+        id: str | None = None,
+        vector: np.ndarray | None = None,
+        space: SpaceClaim | None = None,
+        sample_rate: int | None = None,
+        k: int = 10,
+        labels: Sequence[str] | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        timeout: float | None = None,
+    ) -> SearchResult:
+        """The ``k`` nearest items to a recording, a stored item (``id``, left out) or a ``vector``."""
+        query = self._client._query(audio, id, vector, space, sample_rate)
+        return self._client.call(ops.Search(collection, query, k, labels, ef_search, nprobe), timeout)
+
+    def train_probe(
+        self,
+        collection: str,
+        name: str,
+        *,
+        classes: Sequence[str] | None = None,
+        c: float = 1.0,
+        folds: int = 5,
+    ) -> ProbeInfo:
+        """A logistic-regression probe on the collection's labels (the next version of ``name``)."""
+        return self._client.call(ops.TrainProbe(collection, name, classes, c, folds))
+
+    def probes(self, collection: str) -> list[ProbeInfo]:
+        return self._client.call(ops.ListProbes(collection))
+
+
+class AsyncCollections:
+    """``client.collections`` of an ``AsyncClient``."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        pooling: str = "mean",
+        normalize: bool = True,
+        index: str | IndexSpec = "flat",
+        description: str = "",
+    ) -> Collection:
+        op = ops.CreateCollection(name, model, pooling, normalize, _index(index), description)
+        return await self._client.call(op)
+
+    async def info(self, name: str) -> Collection:
+        return await self._client.call(ops.GetCollection(name))
+
+    async def list(self) -> list[Collection]:
+        return await self._client.call(ops.ListCollections())
+
+    async def drop(self, name: str) -> bool:
+        return await self._client.call(ops.DropCollection(name))
+
+    async def add(
+        self,
+        collection: str,
+        items: Sequence[NewItem],
+        *,
+        space: SpaceClaim | None = None,
+        timeout: float | None = None,
+    ) -> AddResult:
+        return await self._client.call(ops.AddItems(collection, list(items), space), timeout)
+
+    async def get(self, collection: str, id: str) -> Item:
+        return await self._client.call(ops.GetItem(collection, id))
+
+    async def delete(self, collection: str, ids: str | Sequence[str]) -> int:
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        if self._client.transport == "http":
+            return sum([await self._client.call(ops.DeleteItem(collection, i)) for i in ids])
+        return await self._client.call(ops.DeleteItems(collection, ids))
+
+    async def search(
+        self,
+        collection: str,
+        audio: AudioLike | None = None,
+        *,
+        id: str | None = None,
+        vector: np.ndarray | None = None,
+        space: SpaceClaim | None = None,
+        sample_rate: int | None = None,
+        k: int = 10,
+        labels: Sequence[str] | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        timeout: float | None = None,
+    ) -> SearchResult:
+        query = self._client._query(audio, id, vector, space, sample_rate)
+        return await self._client.call(ops.Search(collection, query, k, labels, ef_search, nprobe), timeout)
+
+    async def train_probe(
+        self,
+        collection: str,
+        name: str,
+        *,
+        classes: Sequence[str] | None = None,
+        c: float = 1.0,
+        folds: int = 5,
+    ) -> ProbeInfo:
+        return await self._client.call(ops.TrainProbe(collection, name, classes, c, folds))
+
+    async def probes(self, collection: str) -> list[ProbeInfo]:
+        return await self._client.call(ops.ListProbes(collection))
