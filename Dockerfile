@@ -36,11 +36,14 @@ bad and sys.exit(f"checksum mismatch: {bad}"); \
 # wheels: the three sonovec distributions built once, so the runtime stage has no build tools.
 FROM ${BASE_IMAGE} AS wheels
 WORKDIR /src
-RUN python3 -m venv /opt/build && /opt/build/bin/pip install --no-cache-dir "pip>=24" "setuptools>=68" wheel
+RUN python3 -m venv /opt/build && /opt/build/bin/pip install --no-cache-dir "pip>=24"
+# The client generates its gRPC code from proto/ at build time (grpcio-tools, a build requirement
+# that pip fetches into an isolated build environment).
+COPY proto/ proto/
 COPY models/ models/
 COPY client/ client/
 COPY service/ service/
-RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation -w /wheels ./models ./client ./service
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps -w /wheels ./models ./client ./service
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -48,7 +51,8 @@ FROM ${BASE_IMAGE} AS runtime
 ARG VARIANT=cpu
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG TORCH_CUDA_INDEX_URL=https://download.pytorch.org/whl/cu128
+# PyPI's Linux torch wheels are the CUDA build (2.13.0: CUDA 13.0, with its nvidia-* wheels).
+ARG TORCH_CUDA_INDEX_URL=https://pypi.org/simple
 # Set to use another index for torch (e.g. a mirror); empty = pick by VARIANT.
 ARG TORCH_INDEX_URL=""
 ARG APP_UID=10001

@@ -16,7 +16,7 @@ DEPLOY_OUT := .cache/deploy
 DEPLOY_EXAMPLES := $(sort $(wildcard helm/examples/values-*.yaml))
 DEPLOY_BROKEN := $(sort $(wildcard helm/examples/broken/*.yaml))
 
-.PHONY: deploy-tools deploy-check deploy-test image-deps image-base image image-smoke
+.PHONY: deploy-tools deploy-check deploy-test image-deps image-base image-base-build image image-smoke
 
 deploy-tools:
 	@PYTHON=$(DEPLOY_PY) ./scripts/deploy-tools.sh >/dev/null
@@ -72,8 +72,12 @@ image-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    buildah debootstrap >/dev/null; }
 
-$(IMAGE_DIR)/base.stamp:
-	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) image-deps
+# The base is built only when buildah's storage lacks it (buildah rmi IMAGE_BASE to rebuild).
+image-base: image-deps
+	@$(BUILDAH) inspect --type image $(IMAGE_BASE) >/dev/null 2>&1 \
+	  || $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) image-base-build
+
+image-base-build:
 	rm -rf $(IMAGE_DIR)/rootfs && mkdir -p $(IMAGE_DIR)
 	debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
 	  $(DEBIAN_SUITE) $(IMAGE_DIR)/rootfs $(DEBIAN_MIRROR)
@@ -85,15 +89,11 @@ $(IMAGE_DIR)/base.stamp:
 	    --env LANG=C.UTF-8 --cmd /bin/bash $$ctr; \
 	  $(BUILDAH) commit --rm $$ctr $(IMAGE_BASE)
 	rm -rf $(IMAGE_DIR)/rootfs $(IMAGE_DIR)/rootfs.tar
-	touch $@
-
-image-base: image-deps
-	@$(BUILDAH) inspect --type image $(IMAGE_BASE) >/dev/null 2>&1 || rm -f $(IMAGE_DIR)/base.stamp
-	@$(MAKE) -f $(firstword $(MAKEFILE_LIST)) $(IMAGE_DIR)/base.stamp
 
 image: image-base
-	printf '[global]\ncert = /run/build/ca.crt\n%s' \
-	  "$(if $(IMAGE_HOST_WHEELS),find-links = /run/build/wheels\n,)" >$(IMAGE_DIR)/pip.conf
+	mkdir -p $(IMAGE_DIR)
+	printf '[global]\ncert = /run/build/ca.crt\n' >$(IMAGE_DIR)/pip.conf
+	$(if $(IMAGE_HOST_WHEELS),printf 'find-links = /run/build/wheels\n' >>$(IMAGE_DIR)/pip.conf)
 	$(BUILDAH) bud --isolation chroot --format docker --layers=$(IMAGE_LAYERS) --pull=never \
 	  --build-arg BASE_IMAGE=$(IMAGE_BASE) --build-arg VARIANT=$(IMAGE_VARIANT) \
 	  --build-arg WEIGHTS=$(IMAGE_WEIGHTS) --build-arg TORCH_INDEX_URL=$(IMAGE_TORCH_INDEX) \
