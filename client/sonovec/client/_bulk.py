@@ -46,6 +46,7 @@ class BulkEmbed:
         self.results: list[Outcome | None] = [None] * len(audios)
         self.failed: SonovecClientError | None = None
         self._bar: Any = None
+        self._slots = asyncio.Semaphore(self.concurrency)
 
     async def run(self, *, progress: bool, return_exceptions: bool) -> list[Any]:
         info = await self.client.call(ops.Info(), retries=self.retries)
@@ -118,21 +119,18 @@ class BulkEmbed:
             await self._run_unit(unit)
 
     async def _run_unit(self, unit: list[int]) -> None:
-        """Send ``unit``; retry the recordings that failed with overload or unavailability."""
-        pending = unit
-        for attempt in range(self.retries + 1):
-            outcomes = await self._send(pending)
-            retry = [i for i in pending if _retryable(outcomes[i])] if attempt < self.retries else []
-            for i in pending:
-                if i not in retry:
-                    self._finish(i, outcomes[i])
-            if not retry:
-                return
-            pending = retry
-            waits = [o.retry_after for i in retry if isinstance(o := outcomes[i], SonovecClientError)]
-            await asyncio.sleep(
-                backoff_delay(attempt, max((w for w in waits if w), default=None), self.client.backoff)
-            )
+        """Send ``unit`` (one recording, or a pack over gRPC); then retry each recording that met
+        overload or unavailability on its own, so that retries spread out in time."""
+        outcomes = await self._send(unit)
+        await asyncio.gather(*(self._settle(i, outcomes[i]) for i in unit))
+
+    async def _settle(self, i: int, outcome: Outcome) -> None:
+        attempt = 0
+        while isinstance(outcome, SonovecClientError) and outcome.retryable and attempt < self.retries:
+            await asyncio.sleep(backoff_delay(attempt, outcome.retry_after, self.client.backoff))
+            outcome = (await self._send([i]))[i]
+            attempt += 1
+        self._finish(i, outcome)
 
     def _finish(self, i: int, outcome: Outcome) -> None:
         self.results[i] = outcome
@@ -141,6 +139,10 @@ class BulkEmbed:
         self._bar.update(1)
 
     async def _send(self, indices: list[int]) -> dict[int, Outcome]:
+        async with self._slots:  # at most ``concurrency`` requests in flight
+            return await self._send_now(indices)
+
+    async def _send_now(self, indices: list[int]) -> dict[int, Outcome]:
         audios: dict[int, AudioData] = {}
         outcomes: dict[int, Outcome] = {}
         for i in indices:
@@ -193,7 +195,3 @@ class BulkEmbed:
                 i, SonovecClientError(kinds.INTERNAL, "no result for this recording in the stream")
             )
         return outcomes
-
-
-def _retryable(outcome: Outcome) -> bool:
-    return isinstance(outcome, SonovecClientError) and outcome.retryable
