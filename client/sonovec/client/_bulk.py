@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tqdm.auto import tqdm
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 PACK_BYTES = 8 << 20  # at most this much audio per EmbedMany request
 PACK_COUNT = 32  # and at most this many recordings
-Outcome = Embedding | SonovecClientError
+Outcome: TypeAlias = Embedding | SonovecClientError
 
 
 class BulkEmbed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import concurrent.futures
 import time
 from collections.abc import Coroutine, Sequence
@@ -250,13 +251,13 @@ class Client(_Base):
 
     def models(self) -> ModelsInfo:
         """What is loaded, its weights, and the limits on input."""
-        result = self.call(ops.Models())
+        result: ModelsInfo = self.call(ops.Models())
         self.limits = result.limits
         return result
 
     def info(self) -> ServerInfo:
         """The server's limits (and, over gRPC, its message size limits and version)."""
-        result = self.call(ops.Info())
+        result: ServerInfo = self.call(ops.Info())
         self.limits = result.limits
         return result
 
@@ -420,12 +421,12 @@ class AsyncClient(_Base):
         )
 
     async def models(self) -> ModelsInfo:
-        result = await self.call(ops.Models())
+        result: ModelsInfo = await self.call(ops.Models())
         self.limits = result.limits
         return result
 
     async def info(self) -> ServerInfo:
-        result = await self.call(ops.Info())
+        result: ServerInfo = await self.call(ops.Info())
         self.limits = result.limits
         return result
 
@@ -547,7 +548,7 @@ class Collections:
         """A logistic-regression probe on the collection's labels (the next version of ``name``)."""
         return self._client.call(ops.TrainProbe(collection, name, classes, c, folds))
 
-    def probes(self, collection: str) -> list[ProbeInfo]:
+    def probes(self, collection: str) -> builtins.list[ProbeInfo]:
         return self._client.call(ops.ListProbes(collection))
 
 
@@ -627,5 +628,5 @@ class AsyncCollections:
     ) -> ProbeInfo:
         return await self._client.call(ops.TrainProbe(collection, name, classes, c, folds))
 
-    async def probes(self, collection: str) -> list[ProbeInfo]:
+    async def probes(self, collection: str) -> builtins.list[ProbeInfo]:
         return await self._client.call(ops.ListProbes(collection))

@@ -264,7 +264,7 @@ def index_spec(m: cpb.IndexSpec) -> Any:
 
     default = IndexSpec()
     return IndexSpec(
-        m.type or "flat",
+        m.type or "flat",  # type: ignore[arg-type]  # checked by IndexSpec.check()
         m.m if m.HasField("m") else default.hnsw_m,
         m.ef_construction if m.HasField("ef_construction") else default.ef_construction,
         m.ef_search if m.HasField("ef_search") else default.ef_search,
