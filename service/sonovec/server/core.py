@@ -24,10 +24,11 @@ from sonovec.models import Backend, BackendOptions, ModelSpec, load_backend, pla
 from sonovec.server import pooling
 from sonovec.server.audio import AudioLimits, PcmFormat, Recording, canonical_digest, decode_audio, from_array
 from sonovec.server.batcher import Batcher, BatchKey, Ticket
-from sonovec.server.cache import EmbeddingCache, LruCache, cache_key
+from sonovec.server.cache import EmbeddingCache, cache_key
 from sonovec.server.engine import DecodeIn, EncodeIn, EncodeOut, Engine
 from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found, too_large
 from sonovec.server.metrics import Metrics
+from sonovec.server.redis_cache import default_cache
 from sonovec.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class Service:
         self.settings = settings
         self.backends = backends
         self.metrics = metrics or Metrics()
-        self.cache: EmbeddingCache = cache or LruCache(settings.cache_entries, self.metrics)
+        self.cache: EmbeddingCache = cache or default_cache(settings, self.metrics)
         self.infos = {name: model_info(b, settings.precision) for name, b in backends.items()}
         self.limits = AudioLimits(
             max_bytes=settings.max_request_bytes,

@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Where collections, probes and exports live.")
     cache_entries: int = Field(4096, ge=0, description="In-process embedding cache entries (LRU); 0 disables.")
     redis_url: str | None = Field(None, description="Redis URL for the shared cache and collections, e.g. redis://localhost:6379/0.")
+    redis_prefix: str = Field("sonovec", description="Prefix of every Redis key this service reads and writes.")
+    redis_timeout_ms: float = Field(
+        50.0, gt=0, description="Bound on one Redis cache call; slower counts as an error and bypasses the cache."
+    )
+    cache_ttl_s: float = Field(
+        7 * 24 * 3600.0, ge=0, description="Lifetime of a Redis cache entry (0: none). The memory bound is Redis' "
+        "own maxmemory, with maxmemory-policy volatile-lru (see docs/collections.md).",
+    )
 
     log_level: str = Field("info", description="Log level.")
 
