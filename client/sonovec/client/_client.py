@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import os
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -64,8 +65,10 @@ class _Base:
         """``url``: ``http(s)://host:port`` for REST, ``grpc(s)://host:port`` for gRPC.
         ``timeout``: default deadline of a call, seconds (sent to the server too). ``retries``:
         how often an overloaded or unavailable call is retried (with backoff, honouring
-        Retry-After). gRPC only: ``max_message_bytes`` (both directions), and audio above
-        ``stream_bytes`` goes through EmbedStream in ``chunk_bytes`` pieces."""
+        Retry-After). ``api_key``: sent with every call (the SONOVEC_API_KEY environment
+        variable when None). gRPC only: ``max_message_bytes`` (both directions), and audio
+        above ``stream_bytes`` goes through EmbedStream in ``chunk_bytes`` pieces."""
+        api_key = api_key if api_key is not None else os.environ.get("SONOVEC_API_KEY") or None
         self.config = Config(
             url, api_key, timeout, max_message_bytes, ops.Wire(stream_bytes, chunk_bytes), verify
         )
