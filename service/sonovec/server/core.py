@@ -182,6 +182,9 @@ class Service:
             ).set(1)
         self.ready = False
         self.draining = False
+        from sonovec.server.collections import Collections  # collections build on this module
+
+        self.collections = Collections(self)
 
     # ---- life cycle ----
 
@@ -230,6 +233,7 @@ class Service:
         self.ready = False
         self.metrics.ready.set(0)
         await asyncio.to_thread(self.batcher.stop)
+        await self.collections.close()
         await self.cache.close()
 
     # ---- lookups ----

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         7 * 24 * 3600.0, ge=0, description="Lifetime of a Redis cache entry (0: none). The memory bound is Redis' "
         "own maxmemory, with maxmemory-policy volatile-lru (see docs/collections.md).",
     )
+    snapshot_interval_s: float = Field(
+        60.0, gt=0, description="Collections without Redis: seconds between snapshots while the write-ahead log "
+        "grows (also every 50,000 logged ops, and at shutdown).",
+    )
 
     log_level: str = Field("info", description="Log level.")
 

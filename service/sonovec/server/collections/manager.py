@@ -1,0 +1,359 @@
+"""``Collections``: the core API for named vector collections, kNN classification and probes.
+
+It lives on the service (``service.collections``); REST and gRPC call these methods and only
+translate. Arguments and results are plain Python and numpy (``spec.py``). Audio goes through
+``Service.embed`` (so through the cache and the batcher), with the collection's own model,
+pooling and normalisation; the weights fingerprint of the result must be the collection's.
+
+Storage is a ``LocalStore`` (write-ahead log + snapshots under ``data_dir``) or, with
+``--redis-url``, a ``RedisStore`` (Redis is the source of truth, every replica follows it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from sonovec.server import pooling as pooling_ops
+from sonovec.server.collections import classify as knn
+from sonovec.server.collections.classify import Probe
+from sonovec.server.collections.local import LocalStore
+from sonovec.server.collections.spec import (
+    WEIGHTINGS,
+    Classification,
+    CollectionInfo,
+    EmbeddingSpace,
+    IndexSpec,
+    Item,
+    NewItem,
+    ProbeInfo,
+    Query,
+    SearchResult,
+    SpaceClaim,
+    check_item_id,
+    check_k,
+    check_labels,
+    check_metadata,
+    check_name,
+    check_vector,
+)
+from sonovec.server.collections.state import CollectionState, Op
+from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found
+
+if TYPE_CHECKING:
+    from sonovec.server.core import Service
+
+MAX_ITEMS_PER_WRITE = 1024
+
+
+class Store(Protocol):
+    kind: str
+    states: dict[str, CollectionState]
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def create(self, info: CollectionInfo) -> CollectionState: ...
+    async def drop(self, state: CollectionState) -> None: ...
+    async def write(self, state: CollectionState, ops: list[Op]) -> list[bool]: ...
+    async def save_probe(self, collection: str, probe: dict[str, Any]) -> int: ...
+    async def load_probes(self, collection: str) -> list[dict[str, Any]]: ...
+
+
+def store_for(service: Service) -> Store:
+    settings = service.settings
+    if settings.redis_url:
+        from sonovec.server.collections.redis_store import RedisStore
+
+        return RedisStore(settings.redis_url, settings.redis_prefix)
+    return LocalStore(settings.data_dir / "collections", snapshot_interval_s=settings.snapshot_interval_s)
+
+
+class Collections:
+    def __init__(self, service: Service, store: Store | None = None) -> None:
+        self._service = service
+        self.store: Store = store or store_for(service)
+        self._opened = False
+        self._open_lock: asyncio.Lock | None = None
+        self._training = asyncio.Semaphore(1)
+        self._probes: dict[tuple[str, str, int], Probe] = {}
+
+    # ---- life cycle ----
+
+    async def open(self) -> None:
+        """Load (local: snapshots + logs; Redis: start following). Idempotent; every method
+        calls it, the server calls it before it reports ready."""
+        if self._opened:
+            return
+        self._open_lock = self._open_lock or asyncio.Lock()
+        async with self._open_lock:
+            if not self._opened:
+                await self.store.open()
+                self._opened = True
+
+    async def close(self) -> None:
+        """Local: a final snapshot; both: stop the background task."""
+        if self._opened:
+            await self.store.close()
+            self._opened = False
+
+    async def _ready(self) -> None:
+        await self.open()
+        check = getattr(self.store, "check_available", None)  # Redis: loaded at least once
+        if check is not None:
+            check()
+
+    async def _state(self, name: str) -> CollectionState:
+        await self._ready()
+        state = self.store.states.get(name)
+        if state is None:
+            raise not_found(f"collection {name!r} does not exist", field="collection")
+        return state
+
+    # ---- collections ----
+
+    async def create(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        pooling: str = "mean",
+        normalize: bool = True,
+        index: IndexSpec | None = None,
+        description: str = "",
+    ) -> CollectionInfo:
+        """A new collection bound to ``model``'s current weights and this pooling (CONFLICT if
+        the name is taken)."""
+        await self.open()
+        check_name(name)
+        if pooling not in pooling_ops.POOLINGS:
+            raise invalid(f"unknown pooling {pooling!r}", field="pooling",
+                          allowed=", ".join(pooling_ops.POOLINGS))
+        backend = self._service.backend(model)
+        spec = backend.spec
+        space = EmbeddingSpace(
+            model=spec.name, weights_fingerprint=backend.weights.fingerprint, pooling=pooling,
+            normalize=normalize, dim=spec.latent_dim * (2 if pooling == "mean_std" else 1),
+        )
+        index = (index or IndexSpec()).check()
+        info = CollectionInfo(name=name, space=space, index=index, description=description)
+        state = await self.store.create(info)
+        return dataclasses.replace(state.info, count=len(state))
+
+    async def info(self, name: str) -> CollectionInfo:
+        state = await self._state(name)
+        return dataclasses.replace(state.info, count=len(state))
+
+    async def drop(self, name: str) -> None:
+        await self.store.drop(await self._state(name))
+
+    # ---- items ----
+
+    async def upsert(
+        self,
+        name: str,
+        items: Sequence[NewItem],
+        *,
+        space: SpaceClaim | None = None,
+        timeout_s: float | None = None,
+    ) -> list[str]:
+        """Add or replace items (by id). Audio is embedded first; nothing is written unless every
+        item is valid. Returns the ids once the write is durable."""
+        state = await self._state(name)
+        if not 1 <= len(items) <= MAX_ITEMS_PER_WRITE:
+            raise invalid(f"{len(items)} items", field="items", allowed=f"1 to {MAX_ITEMS_PER_WRITE} items")
+        audio_count = sum(item.audio is not None for item in items)
+        if audio_count > self._service.settings.max_recordings:
+            raise invalid(f"{audio_count} recordings", field="items",
+                          allowed=f"at most {self._service.settings.max_recordings} recordings per request")
+        if space is not None:
+            space.check(state.info.space)
+        vectors = await asyncio.gather(
+            *(self._item_vector(state, item, f"items[{i}]", timeout_s) for i, item in enumerate(items))
+        )
+        ops = [
+            Op("upsert", check_item_id(item.id, f"items[{i}].id"), vector,
+               check_labels(item.labels, f"items[{i}].labels"),
+               check_metadata(item.metadata, f"items[{i}].metadata"))
+            for i, (item, vector) in enumerate(zip(items, vectors, strict=True))
+        ]
+        await self.store.write(state, ops)
+        return [op.id for op in ops]
+
+    async def get(self, name: str, item_id: str) -> Item:
+        state = await self._state(name)
+        item = state.item(item_id)
+        if item is None:
+            raise not_found(f"no item {item_id!r} in collection {name!r}", field="id")
+        return item
+
+    async def delete(self, name: str, item_ids: Sequence[str]) -> int:
+        """Delete items by id; returns how many existed."""
+        state = await self._state(name)
+        if not 1 <= len(item_ids) <= MAX_ITEMS_PER_WRITE:
+            raise invalid(f"{len(item_ids)} ids", field="ids", allowed=f"1 to {MAX_ITEMS_PER_WRITE} ids")
+        changed = await self.store.write(state, [Op("delete", check_item_id(i)) for i in item_ids])
+        return sum(changed)
+
+    # ---- search ----
+
+    async def search(
+        self,
+        name: str,
+        query: Query,
+        *,
+        k: int = 10,
+        labels: Sequence[str] | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        timeout_s: float | None = None,
+    ) -> SearchResult:
+        """The ``k`` most similar items (cosine), best first; ``labels``: only items carrying any
+        of them. By id, the item itself is left out. ``ef_search`` (HNSW) and ``nprobe`` (IVF)
+        apply to this call only."""
+        state = await self._state(name)
+        check_k(k)
+        vector, exclude = await self._query_vector(state, query, timeout_s)
+        unit = pooling_ops.l2_normalize(vector)
+        hits, exact = await state.lock.run_read(
+            lambda: state.search(unit, k, labels=labels, exclude=exclude, ef_search=ef_search, nprobe=nprobe)
+        )
+        return SearchResult(state.name, state.info.space, hits, exact)
+
+    # ---- classification ----
+
+    async def classify(
+        self,
+        name: str,
+        query: Query,
+        *,
+        k: int = 10,
+        weighting: str = "distance",
+        classes: Sequence[str] | None = None,
+        top: int = 5,
+        timeout_s: float | None = None,
+    ) -> Classification:
+        """Top labels by a vote of the ``k`` nearest labelled neighbours (``uniform`` or
+        ``distance`` weighting). ``classes``: only these labels count."""
+        if weighting not in WEIGHTINGS:
+            raise invalid(f"unknown weighting {weighting!r}", field="weighting",
+                          allowed=", ".join(WEIGHTINGS))
+        state = await self._state(name)
+        labelled_only = list(classes) if classes is not None else list(state.postings)
+        result = await self.search(name, query, k=k, labels=labelled_only, timeout_s=timeout_s)
+        labelled = [hit for hit in result.hits if hit.labels]
+        votes = knn.knn_vote(labelled, weighting, classes)
+        return Classification(name, "knn", votes[:top], labelled)
+
+    async def train_probe(
+        self, name: str, probe: str, *, classes: Sequence[str] | None = None, c: float = 1.0, folds: int = 5
+    ) -> ProbeInfo:
+        """Train a logistic-regression probe on the labels of the collection's items (those with
+        exactly one of ``classes``); stores it as the next version of ``probe``."""
+        state = await self._state(name)
+        check_name(probe, "probe")
+        if not (c > 0 and 2 <= folds <= 20):
+            raise invalid(f"c = {c}, folds = {folds}", field="c", allowed="c > 0, folds 2 to 20")
+        vectors, targets = await state.lock.run_read(lambda: state.labelled(classes))
+        async with self._training:
+            trained = await asyncio.to_thread(
+                knn.train_probe, vectors, targets, collection=name, name=probe,
+                weights_fingerprint=state.info.space.weights_fingerprint, c=c, folds=folds,
+            )
+        version = await self.store.save_probe(name, trained.to_dict())
+        return dataclasses.replace(trained.info, version=version)
+
+    async def probes(self, name: str) -> list[ProbeInfo]:
+        """Every stored probe version of the collection."""
+        await self._state(name)
+        bodies = await self.store.load_probes(name)
+        infos = [Probe.from_dict(body).info for body in bodies]
+        return sorted(infos, key=lambda p: (p.name, p.version))
+
+    async def classify_with_probe(
+        self,
+        name: str,
+        probe: str,
+        query: Query,
+        *,
+        version: int | None = None,
+        top: int = 5,
+        timeout_s: float | None = None,
+    ) -> Classification:
+        """Class probabilities from a trained probe (its latest version unless ``version``)."""
+        state = await self._state(name)
+        model = await self._probe(state, probe, version)
+        vector, _ = await self._query_vector(state, query, timeout_s)
+        return Classification(name, "probe", model.predict(vector)[:top], [], probe, model.info.version)
+
+    async def _probe(self, state: CollectionState, probe: str, version: int | None) -> Probe:
+        bodies = [b for b in await self.store.load_probes(state.name) if b["name"] == probe]
+        if version is not None:
+            bodies = [b for b in bodies if b["version"] == version]
+        if not bodies:
+            which = f"version {version} of probe" if version is not None else "probe"
+            raise not_found(f"no {which} {probe!r} on collection {state.name!r}", field="probe")
+        body = max(bodies, key=lambda b: b["version"])
+        key = (state.info.uid, probe, int(body["version"]))
+        if key not in self._probes:
+            self._probes[key] = Probe.from_dict(body)
+        return self._probes[key]
+
+    # ---- vectors from items and queries ----
+
+    async def _item_vector(
+        self, state: CollectionState, item: NewItem, where: str, timeout_s: float | None
+    ) -> np.ndarray:
+        space = state.info.space
+        if (item.vector is None) == (item.audio is None):
+            raise invalid("give a vector or audio", field=where, allowed="exactly one of vector, audio")
+        if item.vector is not None:
+            return check_vector(item.vector, space.dim, f"{where}.vector")
+        return await self._embed(space, item.audio, f"{where}.audio", timeout_s)
+
+    async def _embed(
+        self, space: EmbeddingSpace, source: Any, where: str, timeout_s: float | None
+    ) -> np.ndarray:
+        from sonovec.server.core import EmbedOptions
+
+        if space.model not in self._service.backends:
+            raise SonovecError(ErrorKind.CONFLICT, f"the collection's model {space.model} is not loaded",
+                               field="model", allowed=", ".join(self._service.backends))
+        options = EmbedOptions(model=space.model, pooling=space.pooling, normalize=space.normalize,
+                               timeout_s=timeout_s)
+        try:
+            result = await self._service.embed(source, options)
+        except SonovecError as exc:
+            exc.field = f"{where}{'.' + exc.field if exc.field and exc.field != 'audio' else ''}"
+            raise
+        produced = dataclasses.replace(space, weights_fingerprint=result.model.weights_fingerprint)
+        if produced != space:
+            raise space.conflict(produced, "audio embedded by this server")
+        return result.vector
+
+    async def _query_vector(
+        self, state: CollectionState, query: Query, timeout_s: float | None
+    ) -> tuple[np.ndarray, str | None]:
+        """The query vector (as stored or embedded: normalised only if the space is), and the id
+        to leave out of the results."""
+        query.check()
+        space = state.info.space
+        if query.item_id is not None:
+            record = state.items.get(query.item_id)
+            if record is None:
+                raise not_found(f"no item {query.item_id!r} in collection {state.name!r}", field="id")
+            return record.vector, query.item_id
+        if query.vector is not None:
+            if query.space is not None:
+                query.space.check(space)
+            return check_vector(query.vector, space.dim), None
+        return await self._embed(space, query.audio, "audio", timeout_s), None
+
+    # last in the class: its name would shadow ``list`` in the annotations after it
+    async def list(self) -> list[CollectionInfo]:
+        """Every collection, by name."""
+        await self._ready()
+        return [dataclasses.replace(s.info, count=len(s)) for _, s in sorted(self.store.states.items())]
