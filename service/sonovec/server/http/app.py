@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sonovec.server.core import Service
 from sonovec.server.errors import HTTP_STATUS, ErrorKind, SonovecError
 from sonovec.server.http.deps import require_api_key
-from sonovec.server.http.routers import codec, embed, health, models, similarity
+from sonovec.server.http.routers import classify, codec, collections, embed, health, models, similarity
 from sonovec.server.metrics import Metrics
 from sonovec.server.settings import Settings
 
@@ -60,7 +60,8 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.state.before_close = []
 
     auth = [Depends(require_api_key)]
-    for router in (embed.router, codec.router, similarity.router, models.router):
+    routers = (embed, codec, similarity, models, collections, classify)
+    for router in (r.router for r in routers):
         app.include_router(router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
     _install_error_handlers(app)
@@ -72,6 +73,7 @@ async def _load(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     try:
         service = await asyncio.to_thread(Service.from_settings, settings, metrics=metrics)
         await asyncio.to_thread(service.start)
+        await service.collections.open()  # snapshots + logs replayed, or Redis followed, before ready
     except Exception as exc:
         log.exception("loading models failed")
         app.state.load_error = str(exc)
