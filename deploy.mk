@@ -102,24 +102,48 @@ image: image-base
 	  -t $(IMAGE) -f Dockerfile .
 	$(BUILDAH) images $(IMAGE)
 
-# Runs `sonovec serve` (fake backend, random weights explicitly allowed) inside the image as its own
-# non-root user, polls the shipped probe until ready, checks /metrics, then stops the server.
+# Inside the image, as its own non-root user, with the fake backend:
+#  1. SONOVEC_WEIGHTS=random under the image's SONOVEC_ALLOW_RANDOM_WEIGHTS=false must never turn ready;
+#  2. with SONOVEC_ALLOW_RANDOM_WEIGHTS=true it must: the shipped probe is polled until ready, then
+#     /v1/health/live and the metrics port are checked, and the server is stopped.
 # chroot isolation shares the host's network, hence loopback and ports off the defaults.
+SMOKE_GRPC_AND_METRICS = import grpc, urllib.request; \
+  from grpc_health.v1 import health_pb2 as pb, health_pb2_grpc as stubs; \
+  channel = grpc.insecure_channel(\"127.0.0.1:$(SMOKE_GRPC_PORT)\"); \
+  status = stubs.HealthStub(channel).Check(pb.HealthCheckRequest(), timeout=3).status; \
+  print(\"grpc.health.v1:\", pb.HealthCheckResponse.ServingStatus.Name(status)); \
+  assert status == pb.HealthCheckResponse.SERVING; \
+  text = urllib.request.urlopen(\"http://127.0.0.1:$(SMOKE_METRICS_PORT)/metrics\", timeout=3).read().decode(); \
+  assert \"sonovec_queue_depth_seconds\" in text, \"no queue-depth gauge\"; \
+  print(\"metrics: sonovec_queue_depth_seconds present\")
+SMOKE_SCRIPT = \
+  id; \
+  stop() { kill $$1 2>/dev/null; sleep 1; kill -9 $$1 2>/dev/null; wait $$1 2>/dev/null; }; \
+  SONOVEC_WEIGHTS=random sonovec serve >/tmp/refused.log 2>&1 & pid=$$!; \
+  for i in $$(seq 1 20); do \
+    if python -m sonovec.server.probe 2>/dev/null; then \
+      echo "image-smoke: FAILED: ready on random weights although the image forbids them" >&2; stop $$pid; exit 1; \
+    fi; \
+    kill -0 $$pid 2>/dev/null || break; sleep 1; \
+  done; \
+  stop $$pid; \
+  echo "image-smoke: random weights refused: $$(grep -m1 -o "refusing random[^(]*" /tmp/refused.log)"; \
+  SONOVEC_WEIGHTS=random SONOVEC_ALLOW_RANDOM_WEIGHTS=true sonovec serve & pid=$$!; ok=; \
+  for i in $$(seq 1 90); do \
+    if python -m sonovec.server.probe -v; then ok=1; break; fi; \
+    kill -0 $$pid 2>/dev/null || break; sleep 1; \
+  done; \
+  if [ -n "$$ok" ]; then \
+    python -m sonovec.server.probe --live -v && \
+    python -m sonovec.server.probe -v --url http://127.0.0.1:$(SMOKE_METRICS_PORT)/metrics && \
+    python -c "$(SMOKE_GRPC_AND_METRICS)" || ok=; \
+  fi; \
+  stop $$pid; \
+  if [ -n "$$ok" ]; then echo "image-smoke: ready, live, gRPC serving, metrics scraped"; else echo "image-smoke: FAILED" >&2; exit 1; fi
+
 image-smoke: image-deps
-	set -e; ctr=$$($(BUILDAH) from --pull=never $(IMAGE)); trap '$(BUILDAH) rm $$ctr >/dev/null' EXIT; \
+	@set -e; ctr=$$($(BUILDAH) from --pull=never $(IMAGE)); trap '$(BUILDAH) rm $$ctr >/dev/null' EXIT; \
 	$(BUILDAH) run --isolation chroot \
 	  --env SONOVEC_HOST=127.0.0.1 --env SONOVEC_PORT=$(SMOKE_PORT) \
 	  --env SONOVEC_GRPC_PORT=$(SMOKE_GRPC_PORT) --env SONOVEC_METRICS_PORT=$(SMOKE_METRICS_PORT) \
-	  --env SONOVEC_WEIGHTS=random --env SONOVEC_ALLOW_RANDOM_WEIGHTS=true --env SONOVEC_BACKEND=fake \
-	  $$ctr -- sh -c ' \
-	    id; sonovec serve & pid=$$!; ok=; \
-	    for i in $$(seq 1 90); do \
-	      if python -m sonovec.server.probe -v; then ok=1; break; fi; \
-	      kill -0 $$pid 2>/dev/null || break; sleep 1; \
-	    done; \
-	    if [ -n "$$ok" ]; then \
-	      python -m sonovec.server.probe --live -v && \
-	      python -m sonovec.server.probe -v --url http://127.0.0.1:$(SMOKE_METRICS_PORT)/metrics || ok=; \
-	    fi; \
-	    kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; \
-	    [ -n "$$ok" ] && echo "image-smoke: ready, live and scraped" || { echo "image-smoke: FAILED" >&2; exit 1; }'
+	  --env SONOVEC_BACKEND=fake $$ctr -- sh -c '$(SMOKE_SCRIPT)'
