@@ -46,8 +46,11 @@ async def items_body(request: Request) -> AddItemsRequest:
     return await _parse_items_json(request)
 
 
-@router.post("/collections", status_code=201, response_model=CollectionOut, responses=RESPONSES)
-async def create_collection(service: ServiceDep, req: CreateCollectionRequest) -> CollectionOut:
+@router.post("/collections", status_code=201, response_model=CollectionOut, responses=RESPONSES,
+             openapi_extra=request_body(CreateCollectionRequest))
+async def create_collection(
+    service: ServiceDep, req: Annotated[CreateCollectionRequest, Depends(body(CreateCollectionRequest, ()))]
+) -> CollectionOut:
     """A new collection, bound to a model's current weights and a pooling."""
     info = await service.collections.create(
         req.name, model=req.model, pooling=req.pooling, normalize=req.normalize, index=req.index.spec(),
@@ -114,8 +117,11 @@ async def search(
     return SearchResponse.of(result)
 
 
-@router.post("/collections/{name}/probes", status_code=201, response_model=ProbeOut, responses=RESPONSES)
-async def train_probe(service: ServiceDep, name: str, req: TrainProbeRequest) -> ProbeOut:
+@router.post("/collections/{name}/probes", status_code=201, response_model=ProbeOut, responses=RESPONSES,
+             openapi_extra=request_body(TrainProbeRequest))
+async def train_probe(
+    service: ServiceDep, name: str, req: Annotated[TrainProbeRequest, Depends(body(TrainProbeRequest, ()))]
+) -> ProbeOut:
     """Train a logistic-regression probe on the collection's labels: the next version of ``name``,
     with its cross-validated accuracy and confusion matrix."""
     info = await service.collections.train_probe(name, req.name, classes=req.classes or None, c=req.c,
