@@ -271,7 +271,7 @@ def index_spec_message(index: IndexSpec) -> cpb.IndexSpec:
 
 
 def vector(values: np.ndarray | None) -> cpb.Vector | None:
-    return None if values is None else cpb.Vector(values=np.asarray(values, np.float32).ravel())
+    return None if values is None else cpb.Vector(values=np.asarray(values, np.float32).ravel().tolist())
 
 
 def space(m: cpb.Space) -> Space:
