@@ -79,6 +79,9 @@ class LocalStore:
         for leftover in self.root.glob(".*"):  # a create or a drop cut short by a crash
             shutil.rmtree(leftover, ignore_errors=True)
         for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            if not (directory / INFO).exists():
+                log.warning("%s: not a collection (no %s); left alone", directory, INFO)
+                continue
             info = CollectionInfo.from_json((directory / INFO).read_text())
             state, replayed = load_collection(directory, CollectionState(info))
             self.states[info.name] = state

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -70,6 +70,19 @@ def store_for(service: Service) -> Store:
 
         return RedisStore(settings.redis_url, settings.redis_prefix)
     return LocalStore(settings.data_dir / "collections", snapshot_interval_s=settings.snapshot_interval_s)
+
+
+async def _all_or_none(calls: list[Coroutine[Any, Any, np.ndarray]]) -> list[np.ndarray]:
+    """Every result, or the first error with the other calls cancelled (no embedding left
+    running for a write that has already failed)."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class Collections:
@@ -171,15 +184,16 @@ class Collections:
                           allowed=f"at most {self._service.settings.max_recordings} recordings per request")
         if space is not None:
             space.check(state.info.space)
-        vectors = await asyncio.gather(
-            *(self._item_vector(state, item, f"items[{i}]", timeout_s) for i, item in enumerate(items))
-        )
-        ops = [
-            Op("upsert", check_item_id(item.id, f"items[{i}].id"), vector,
-               check_labels(item.labels, f"items[{i}].labels"),
-               check_metadata(item.metadata, f"items[{i}].metadata"))
-            for i, (item, vector) in enumerate(zip(items, vectors, strict=True))
+        fields = [  # checked before any audio is embedded
+            (check_item_id(item.id, f"items[{i}].id"), check_labels(item.labels, f"items[{i}].labels"),
+             check_metadata(item.metadata, f"items[{i}].metadata"))
+            for i, item in enumerate(items)
         ]
+        vectors = await _all_or_none(
+            [self._item_vector(state, item, f"items[{i}]", timeout_s) for i, item in enumerate(items)]
+        )
+        ops = [Op("upsert", item_id, vector, labels, metadata)
+               for (item_id, labels, metadata), vector in zip(fields, vectors, strict=True)]
         await self.store.write(state, ops)
         return [op.id for op in ops]
 
