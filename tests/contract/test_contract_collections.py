@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sonovec.client import Client, NewItem, SonovecClientError, SpaceClaim
+from sonovec.client import Client, IndexSpec, NewItem, SonovecClientError, SpaceClaim
 from sonovec.server.core import AudioSource, EmbedOptions
 
 from .conftest import Reference, assert_same_array, clip
@@ -150,4 +150,16 @@ def test_vectors_of_another_space_are_refused(client: Client, transport: str) ->
     with pytest.raises(SonovecClientError) as raised:
         client.collections.add(name, [NewItem("x", vector=np.ones(7, np.float32))])
     assert raised.value.kind == "invalid_argument"
+    client.collections.drop(name)
+
+
+def test_index_options_round_trip(client: Client, transport: str) -> None:
+    name = f"contract-hnsw-{transport}"
+    created = client.collections.create(
+        name, pooling="mean_std", normalize=False, index=IndexSpec("hnsw", m=16)
+    )
+    assert (
+        created.index == IndexSpec("hnsw", m=16) and created.space.dim == 256 and not created.space.normalize
+    )
+    assert client.collections.info(name).index == created.index
     client.collections.drop(name)

@@ -268,12 +268,12 @@ def index_spec(m: cpb.IndexSpec) -> Any:
 
     default = IndexSpec()
     return IndexSpec(
-        m.type or "flat",  # type: ignore[arg-type]  # checked by IndexSpec.check()
-        m.m if m.HasField("m") else default.hnsw_m,
-        m.ef_construction if m.HasField("ef_construction") else default.ef_construction,
-        m.ef_search if m.HasField("ef_search") else default.ef_search,
-        m.nlist if m.HasField("nlist") else default.nlist,
-        m.nprobe if m.HasField("nprobe") else default.nprobe,
+        kind=m.type or "flat",  # type: ignore[arg-type]  # checked by IndexSpec.check()
+        hnsw_m=m.m if m.HasField("m") else default.hnsw_m,
+        ef_construction=m.ef_construction if m.HasField("ef_construction") else default.ef_construction,
+        ef_search=m.ef_search if m.HasField("ef_search") else default.ef_search,
+        nlist=m.nlist if m.HasField("nlist") else default.nlist,
+        nprobe=m.nprobe if m.HasField("nprobe") else default.nprobe,
     )
 
 
