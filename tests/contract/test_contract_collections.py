@@ -130,13 +130,9 @@ def test_collection_life_cycle(
         (lambda c: c.classify(QUERY, collection="contract-none"), "not_found", "collection"),
     ],
 )
-def test_collection_errors_are_the_same(client: Client, transport: str, call, kind: str, field: str) -> None:  # type: ignore[no-untyped-def]
+def test_collection_errors_are_the_same(client: Client, call, kind: str, field: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SonovecClientError) as raised:
         call(client)
-    if transport == "http" and raised.value.field == f"body.{field}":
-        # Known difference: bodies FastAPI validates itself (create collection, train probe) go
-        # through app.py's RequestValidationError handler, which keeps the "body." location prefix.
-        pytest.xfail("REST names this field with a 'body.' prefix")
     assert (raised.value.kind, raised.value.field) == (kind, field)
 
 
