@@ -118,7 +118,8 @@ def test_redis_restart_reads_go_on_writes_wait(tmp_path: Path) -> None:
             client.post("/v1/collections/c/items", json={"items": [{"id": "v1", "vector": vector(1)}]})
             redis.stop()
             assert top_id(client, 1) == "v1"  # searches answer from memory
-            refused = client.post("/v1/collections/c/items", json={"items": [{"id": "v2", "vector": vector(2)}]})
+            item = {"items": [{"id": "v2", "vector": vector(2)}]}
+            refused = client.post("/v1/collections/c/items", json=item)
             assert refused.status_code == 503 and refused.headers["retry-after"]
             redis.start()  # same port, data from its append-only file
 
