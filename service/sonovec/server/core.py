@@ -212,7 +212,13 @@ class Service:
             backend = load_backend(settings.backend, options)
             if backend.weights.warning:
                 log.warning("%s: %s", name, backend.weights.warning)
-            log.info("loaded %s (%s on %s, weights %s)", name, backend.kind, backend.device, backend.weights.fingerprint)
+            log.info(
+                "loaded %s (%s on %s, weights %s)",
+                name,
+                backend.kind,
+                backend.device,
+                backend.weights.fingerprint,
+            )
             backends[name] = backend
         return cls(settings, backends, **kwargs)
 
@@ -243,7 +249,9 @@ class Service:
         try:
             return self.backends[name]
         except KeyError:
-            raise not_found(f"model {name!r} is not loaded", field="model", allowed=", ".join(self.backends)) from None
+            raise not_found(
+                f"model {name!r} is not loaded", field="model", allowed=", ".join(self.backends)
+            ) from None
 
     def info(self, backend: Backend) -> ModelInfo:
         return self.infos[backend.spec.name]
@@ -270,14 +278,24 @@ class Service:
             if source.sample_rate is None:
                 raise invalid("an array needs its sample rate", field=f"{field}.sample_rate")
             return await asyncio.to_thread(
-                from_array, source.array, source.sample_rate, target_rate=spec.sample_rate,
-                target_channels=spec.channels, limits=self.limits, field=field,
+                from_array,
+                source.array,
+                source.sample_rate,
+                target_rate=spec.sample_rate,
+                target_channels=spec.channels,
+                limits=self.limits,
+                field=field,
             )
         if source.data is None:
             raise invalid("no audio given", field=field, allowed="encoded audio bytes, raw PCM, or samples")
         return await asyncio.to_thread(
-            decode_audio, source.data, target_rate=spec.sample_rate, target_channels=spec.channels,
-            limits=self.limits, pcm=source.pcm, field=field,
+            decode_audio,
+            source.data,
+            target_rate=spec.sample_rate,
+            target_channels=spec.channels,
+            limits=self.limits,
+            pcm=source.pcm,
+            field=field,
         )
 
     async def embed(self, source: AudioSource, options: EmbedOptions) -> EmbedResult:
@@ -322,7 +340,9 @@ class Service:
         try:
             spec.num_codebooks(bandwidth)
         except ValueError as exc:
-            raise invalid(str(exc), field="bandwidth", allowed=", ".join(f"{b:g}" for b in spec.bandwidths)) from None
+            raise invalid(
+                str(exc), field="bandwidth", allowed=", ".join(f"{b:g}" for b in spec.bandwidths)
+            ) from None
         async with self.request(timeout_s) as ticket:
             recording = await self.ingest(source, backend)
             latents = await self._latents(recording, backend, ticket, bandwidth=bandwidth)
@@ -351,7 +371,9 @@ class Service:
     ) -> DecodeResult:
         backend = self.backend(model)
         spec = backend.spec
-        codes, scales, num_samples = _check_codes(backend, codes, scales, num_samples, self.settings.max_audio_seconds)
+        codes, scales, num_samples = _check_codes(
+            backend, codes, scales, num_samples, self.settings.max_audio_seconds
+        )
         items = _decode_windows(backend, codes, scales)
         async with self.request(timeout_s) as ticket:
             costs = [item.codes.shape[1] * spec.hop_length / spec.sample_rate for item in items]
@@ -365,7 +387,9 @@ class Service:
     async def similarity(self, sources: Sequence[AudioSource], options: EmbedOptions) -> SimilarityResult:
         limit = self.settings.max_recordings
         if not 2 <= len(sources) <= limit:
-            raise invalid(f"got {len(sources)} recordings", field="recordings", allowed=f"2 to {limit} recordings")
+            raise invalid(
+                f"got {len(sources)} recordings", field="recordings", allowed=f"2 to {limit} recordings"
+            )
         _check_pooling(options.pooling)
         backend = self.backend(options.model)
         unpooled = EmbedOptions(options.model, options.pooling, normalize=True)
@@ -380,14 +404,20 @@ class Service:
         return SimilarityResult(self.info(backend), pooling.cosine_matrix(vectors), vectors)
 
     async def self_similarity(
-        self, source: AudioSource, *, segment_seconds: float, model: str | None = None, timeout_s: float | None = None
+        self,
+        source: AudioSource,
+        *,
+        segment_seconds: float,
+        model: str | None = None,
+        timeout_s: float | None = None,
     ) -> SelfSimilarityResult:
         backend = self.backend(model)
         spec = backend.spec
         hop_seconds = spec.hop_length / spec.sample_rate
         if not hop_seconds <= segment_seconds <= 600:
             raise invalid(
-                f"segment length {segment_seconds} s", field="segment_seconds",
+                f"segment length {segment_seconds} s",
+                field="segment_seconds",
                 allowed=f"{hop_seconds:g} s (one latent frame) to 600 s",
             )
         async with self.request(timeout_s) as ticket:
@@ -396,7 +426,9 @@ class Service:
         segment_samples = max(1, round(segment_seconds * spec.sample_rate))
         means, segments = pooling.segment_means(latents.frames, latents.frame_starts, segment_samples)
         if len(segments) > 4096:
-            raise too_large(f"{len(segments)} segments", field="segment_seconds", allowed="at most 4096 segments")
+            raise too_large(
+                f"{len(segments)} segments", field="segment_seconds", allowed="at most 4096 segments"
+            )
         return SelfSimilarityResult(
             self.info(backend), pooling.cosine_matrix(means), segment_seconds, segments * segment_seconds
         )
@@ -415,7 +447,10 @@ class Service:
         key = BatchKey(spec.name, "quantize" if bandwidth is not None else "encode", bandwidth or 0.0)
         costs = [item.audio.shape[-1] / spec.sample_rate for item in items]
         outputs: list[EncodeOut] = await self._run(key, items, costs, ticket)
-        starts = [w.start + spec.hop_length * np.arange(o.latents.shape[1]) for w, o in zip(windows, outputs)]
+        starts = [
+            w.start + spec.hop_length * np.arange(o.latents.shape[1])
+            for w, o in zip(windows, outputs, strict=True)
+        ]
         return _Latents(np.concatenate([o.latents for o in outputs], axis=1), np.concatenate(starts), outputs)
 
     async def _run(self, key: BatchKey, items: list[Any], costs: list[float], ticket: Ticket) -> list[Any]:
@@ -424,7 +459,9 @@ class Service:
         try:
             return list(await asyncio.wait_for(asyncio.gather(*map(asyncio.wrap_future, futures)), remaining))
         except TimeoutError:
-            raise SonovecError(ErrorKind.DEADLINE, "request deadline passed before the model finished") from None
+            raise SonovecError(
+                ErrorKind.DEADLINE, "request deadline passed before the model finished"
+            ) from None
 
 
 def _check_pooling(name: str) -> None:
@@ -444,16 +481,25 @@ def _check_codes(
     arrays = _check_code_values(spec, codes)
     longest = _check_code_frames(spec, arrays)
     if longest / spec.sample_rate > max_seconds:
-        raise too_large(f"codes decode to {longest / spec.sample_rate:.0f} s", field="codes",
-                        allowed=f"at most {max_seconds:g} s")
+        raise too_large(
+            f"codes decode to {longest / spec.sample_rate:.0f} s",
+            field="codes",
+            allowed=f"at most {max_seconds:g} s",
+        )
     scales = list(scales) if scales else [1.0] * len(arrays)
     if len(scales) != len(arrays) or not all(math.isfinite(s) and s > 0 for s in scales):
-        raise invalid(f"{len(scales)} scales for {len(arrays)} segments, or one not positive", field="scales",
-                      allowed="one positive finite scale per segment")
+        raise invalid(
+            f"{len(scales)} scales for {len(arrays)} segments, or one not positive",
+            field="scales",
+            allowed="one positive finite scale per segment",
+        )
     num_samples = longest if num_samples is None else num_samples
     if not longest - spec.hop_length < num_samples <= longest:
-        raise invalid(f"num_samples {num_samples} does not match the codes", field="num_samples",
-                      allowed=f"{longest - spec.hop_length + 1}..{longest}")
+        raise invalid(
+            f"num_samples {num_samples} does not match the codes",
+            field="num_samples",
+            allowed=f"{longest - spec.hop_length + 1}..{longest}",
+        )
     return [a.astype(np.int64) for a in arrays], [float(s) for s in scales], num_samples
 
 
@@ -466,8 +512,11 @@ def _check_code_values(spec: ModelSpec, codes: Sequence[np.ndarray]) -> list[np.
         raise invalid("no codes given", field="codes", allowed=shape_rule)
     ks = {a.shape[0] if a.ndim == 2 else -1 for a in arrays}
     if len(ks) != 1 or ks.pop() not in allowed_k:
-        raise invalid(f"code shapes {[a.shape for a in arrays][:4]} fit no bandwidth of {spec.name}",
-                      field="codes", allowed=shape_rule)
+        raise invalid(
+            f"code shapes {[a.shape for a in arrays][:4]} fit no bandwidth of {spec.name}",
+            field="codes",
+            allowed=shape_rule,
+        )
     for i, a in enumerate(arrays):
         integral = np.issubdtype(a.dtype, np.integer)
         if a.size and (not integral or a.min() < 0 or a.max() >= spec.codebook_size):
@@ -479,15 +528,19 @@ def _check_code_frames(spec: ModelSpec, arrays: list[np.ndarray]) -> int:
     """Frames per segment must be what ``encode`` makes; returns the longest output it decodes to."""
     if not spec.segmented:
         if len(arrays) != 1:
-            raise invalid(f"{spec.name} codes are one segment, got {len(arrays)}", field="codes",
-                          allowed="one segment")
+            raise invalid(
+                f"{spec.name} codes are one segment, got {len(arrays)}", field="codes", allowed="one segment"
+            )
         return arrays[0].shape[1] * spec.hop_length
     full = spec.num_frames(spec.window)
     for i, a in enumerate(arrays):
         last = i == len(arrays) - 1
         if not (0 < a.shape[1] <= full) or (not last and a.shape[1] != full):
-            raise invalid(f"segment {i} has {a.shape[1]} frames", field="codes",
-                          allowed=f"{full} frames per segment, the last 1..{full}")
+            raise invalid(
+                f"segment {i} has {a.shape[1]} frames",
+                field="codes",
+                allowed=f"{full} frames per segment, the last 1..{full}",
+            )
     return spec.stride * (len(arrays) - 1) + arrays[-1].shape[1] * spec.hop_length
 
 
