@@ -7,21 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fakes import fake_settings
 
 from sonovec.server.core import Service
 from sonovec.server.http.app import create_app
-from sonovec.server.settings import Settings
-
-
-def fake_settings(tmp: Path, **overrides: object) -> Settings:
-    """Settings for the tiny deterministic ``fake`` backend (no torch, no weights)."""
-    values: dict[str, object] = {
-        "backend": "fake",
-        "weights": "random",
-        "grpc_port": 0,
-        "data_dir": tmp / "data",
-    }
-    return Settings(**{**values, **overrides})
 
 
 @pytest.fixture

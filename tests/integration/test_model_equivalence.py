@@ -12,7 +12,7 @@ import asyncio
 import numpy as np
 import pytest
 from audiofiles import tone
-from conftest import fake_settings
+from fakes import fake_settings
 
 pytest.importorskip("torch")
 from sonovec.models.reference import reference_decode, reference_encode, reference_latents

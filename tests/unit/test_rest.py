@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from audiofiles import encode, tone
-from conftest import fake_settings
+from fakes import fake_settings
 
 from sonovec.server.http.app import create_app
 

@@ -250,11 +250,11 @@ class Batcher:
                 _settle(job.future, error=error)
             return
         elapsed = time.monotonic() - started
-        for job, result in zip(jobs, results, strict=True):
-            _settle(job.future, result=result)
         cost = sum(job.cost for job in jobs)
         rate = cost / max(elapsed, 1e-6)
         self._throughput = rate if self._throughput == 0 else 0.8 * self._throughput + 0.2 * rate
-        if self._on_batch is not None:
+        if self._on_batch is not None:  # before the results, so a caller sees its own batch counted
             waits = [started - job.enqueued for job in jobs]
             self._on_batch(BatchStats(key, len(jobs), cost, waits, elapsed))
+        for job, result in zip(jobs, results, strict=True):
+            _settle(job.future, result=result)
