@@ -127,7 +127,7 @@ SMOKE_SCRIPT = \
     kill -0 $$pid 2>/dev/null || break; sleep 1; \
   done; \
   stop $$pid; \
-  echo "image-smoke: random weights refused: $$(grep -m1 -o "refusing random[^(]*" /tmp/refused.log)"; \
+  echo "image-smoke: random weights not served; the server said: $$(grep -v "^INFO" /tmp/refused.log | tail -n1)"; \
   SONOVEC_WEIGHTS=random SONOVEC_ALLOW_RANDOM_WEIGHTS=true sonovec serve & pid=$$!; ok=; \
   for i in $$(seq 1 90); do \
     if python -m sonovec.server.probe -v; then ok=1; break; fi; \

@@ -13,9 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
-import yaml
 
 from sonovec.server.settings import Settings
 
@@ -45,6 +43,8 @@ def render(tools: DeployTools, *args: str | Path) -> list[Manifest]:
     """Rendered manifests for these helm arguments (memoised: helm runs once per combination)."""
     key = tuple(str(a) for a in args)
     if key not in _rendered:
+        import yaml  # PyYAML arrives with kubernetes-validate, installed by the deploy_tools fixture
+
         done = _template(tools, *args)
         assert done.returncode == 0, done.stderr
         _rendered[key] = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
@@ -196,6 +196,8 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 def test_custom_resources_have_their_shape(deploy_tools: DeployTools, example: Path) -> None:
+    import jsonschema  # a dependency of kubernetes-validate, installed by the deploy_tools fixture
+
     manifests = render(deploy_tools, "-f", example)
     for manifest in manifests:
         if manifest["kind"] in CRD_SCHEMAS:

@@ -7,11 +7,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sonovec.server.settings import Settings
 
 from .conftest import CHART, ROOT, DeployTools
+
+
+def _chart_values() -> dict:
+    import yaml  # PyYAML arrives with kubernetes-validate (scripts/deploy-tools.sh)
+
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
 
 pytestmark = pytest.mark.deploy
 
@@ -65,7 +71,7 @@ def test_hadolint_clean(deploy_tools: DeployTools) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_runs_as_numeric_non_root_user() -> None:
+def test_runs_as_numeric_non_root_user(deploy_tools: DeployTools) -> None:
     runtime = _runtime()
     (user,) = [args for word, args in runtime if word == "USER"]
     for name, value in _arg_defaults(runtime).items():
@@ -73,7 +79,7 @@ def test_runs_as_numeric_non_root_user() -> None:
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) > 0, user
     assert gid.isdigit() and int(gid) > 0, user
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    values = _chart_values()
     assert values["securityContext"]["runAsUser"] == int(uid), "chart and image should agree on the user"
 
 
@@ -88,14 +94,14 @@ def test_refuses_random_weights_and_listens_everywhere() -> None:
             assert name.removeprefix("SONOVEC_").lower() in fields, f"{name} is no server setting"
 
 
-def test_ports_match_settings_and_chart() -> None:
+def test_ports_match_settings_and_chart(deploy_tools: DeployTools) -> None:
     runtime = _runtime()
     env = _env(runtime)
     exposed = {int(p.split("/")[0]) for word, args in runtime if word == "EXPOSE" for p in args.split()}
     defaults = Settings.model_fields
     assert int(env["SONOVEC_PORT"]) == defaults["port"].default
     assert int(env["SONOVEC_GRPC_PORT"]) == defaults["grpc_port"].default
-    ports = yaml.safe_load((CHART / "values.yaml").read_text())["ports"]
+    ports = _chart_values()["ports"]
     assert exposed == {
         int(env["SONOVEC_PORT"]),
         int(env["SONOVEC_GRPC_PORT"]),
