@@ -38,7 +38,7 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy models/sonovec service/sonovec client/sonovec/client
+	$(BIN)/mypy -p sonovec.models -p sonovec.server -p sonovec.client
 
 bench: install
 	$(BIN)/python benchmarks/study_replay.py --quick
