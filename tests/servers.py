@@ -36,6 +36,7 @@ class ServerProcess:
             "SONOVEC_LOG_LEVEL": "warning",
         }
         self.env.update({f"SONOVEC_{k.upper()}": str(v) for k, v in settings.items()})
+        self.grpc_port = int(self.env["SONOVEC_GRPC_PORT"])
         self.log = tmp / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -93,3 +93,31 @@ async def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path) ->
     assert server.proc.wait(30) in (0, -signal.SIGTERM)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.url}/v1/health/live", timeout=2.0)
+
+
+async def test_a_client_that_hangs_up_has_its_queued_windows_dropped(tmp_path: Path) -> None:
+    # 60 windows of 1 s at 0.05 s each, one window per model call: about 3 s of model work.
+    with ServerProcess(
+        tmp_path, fake_seconds_per_audio_second=0.05, max_batch_seconds=1, cache_entries=0
+    ) as server:
+        clip = encode(tone(60.0, 48_000, 2), 48_000, "wav")
+        async with httpx.AsyncClient(base_url=server.url, timeout=0.5) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post("/v1/embed", files={"audio": ("a.wav", clip)})
+        await asyncio.sleep(3.5)
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            metrics = (await client.get("/metrics")).text
+            assert (await client.post("/v1/embed", files={"audio": ("a.wav", CLIP)})).status_code == 200
+    processed = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith('sonovec_audio_processed_seconds_total{model="encodec_48khz",op="encode"}')
+    )
+    assert processed < 30, f"{processed} s of a hung-up 60 s request still ran"
+
+
+def test_a_server_that_cannot_load_its_models_exits_instead_of_hanging(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, allow_random_weights="false", grpc_port=0)
+    with pytest.raises(RuntimeError, match="refusing random-init weights"):
+        server.start(timeout=60)
+    assert server.proc.returncode == 1

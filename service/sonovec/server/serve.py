@@ -52,7 +52,15 @@ async def serve(settings: Settings) -> None:
         access_log=False,
     )
     log.info("REST on http://%s:%d (docs at /docs)", settings.host, settings.port)
-    await _Server(config, app).serve()
+    server = _Server(config, app)
+
+    def give_up() -> None:
+        server.should_exit = True
+
+    app.state.on_fatal = give_up
+    await server.serve()
+    if app.state.load_error is not None:
+        raise SystemExit(f"sonovec serve: could not load the models: {app.state.load_error}")
 
 
 class _Server(uvicorn.Server):

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from sonovec.server.core import Service
 from sonovec.server.errors import HTTP_STATUS, ErrorKind, SonovecError
 from sonovec.server.http.deps import require_api_key
+from sonovec.server.http.disconnect import CancelOnDisconnect
 from sonovec.server.http.routers import classify, codec, collections, embed, health, models, similarity
 from sonovec.server.metrics import Metrics
 from sonovec.server.settings import Settings
@@ -58,6 +59,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.state.owns_service = service is None
     app.state.load_error = None
     app.state.before_close = []
+    app.state.on_fatal = None
 
     auth = [Depends(require_api_key)]
     routers = (embed, codec, similarity, models, collections, classify)
@@ -66,6 +68,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.include_router(health.router)
     _install_error_handlers(app)
     _install_middleware(app, settings, metrics)
+    app.add_middleware(CancelOnDisconnect)
     return app
 
 
@@ -77,6 +80,8 @@ async def _load(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     except Exception as exc:
         log.exception("loading models failed")
         app.state.load_error = str(exc)
+        if app.state.on_fatal is not None:  # `sonovec serve`: exit, so the orchestrator sees it
+            app.state.on_fatal()
         raise
     app.state.service = service
 
