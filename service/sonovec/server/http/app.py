@@ -114,14 +114,20 @@ def _install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> N
     max_body = int(settings.max_request_bytes * _BODY_OVERHEAD) + 64 * 1024
 
     @app.middleware("http")
-    async def guard_and_measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def guard_and_measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         started = time.perf_counter()
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
-            response: Response = error_response(SonovecError(
-                ErrorKind.TOO_LARGE, f"body of {int(length)} bytes", field="body",
-                allowed=f"at most {settings.max_request_bytes} bytes of audio ({max_body} bytes of body)",
-            ))
+            response: Response = error_response(
+                SonovecError(
+                    ErrorKind.TOO_LARGE,
+                    f"body of {int(length)} bytes",
+                    field="body",
+                    allowed=f"at most {settings.max_request_bytes} bytes of audio ({max_body} bytes of body)",
+                )
+            )
         elif request.url.path.startswith("/v1/") and not request.url.path.startswith("/v1/health"):
             response = await _when_ready(request, call_next)
         else:
