@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 
 def _split_csv(value: object) -> object:
@@ -22,7 +21,9 @@ class Settings(BaseSettings):
 
     # --- network ---
     host: str = Field("127.0.0.1", description="Address REST and gRPC listen on (0.0.0.0 in containers).")
-    port: int = Field(8000, ge=0, le=65535, description="REST port (OpenAPI docs at /docs, metrics at /metrics).")
+    port: int = Field(
+        8000, ge=0, le=65535, description="REST port (OpenAPI docs at /docs, metrics at /metrics)."
+    )
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 disables gRPC.")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Separate Prometheus port; 0 serves /metrics on the REST port only."
@@ -36,10 +37,13 @@ class Settings(BaseSettings):
     # --- models ---
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["encodec_48khz", "encodec_24khz"],
-        description="Comma-separated models to load; the first is the default (encodec_48khz, encodec_24khz).",
+        description="Comma-separated models to load; the first is the default "
+        "(encodec_48khz, encodec_24khz).",
     )
     backend: Literal["torch", "onnx", "fake"] = Field(
-        "torch", description="Model runtime: torch, onnx (ONNX Runtime), or fake (tiny deterministic stand-in, tests only)."
+        "torch",
+        description="Model runtime: torch, onnx (ONNX Runtime), or fake "
+        "(tiny deterministic stand-in, tests only).",
     )
     weights: str = Field(
         "pretrained",
@@ -50,7 +54,9 @@ class Settings(BaseSettings):
         True, description="Refuse to start with --weights random when false (containers set it false)."
     )
     fake_seconds_per_audio_second: float = Field(
-        0.0, ge=0, description="fake backend only: simulated model time per audio second (load and drain tests)."
+        0.0,
+        ge=0,
+        description="fake backend only: simulated model time per audio second (load and drain tests).",
     )
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Model precision.")
@@ -60,7 +66,9 @@ class Settings(BaseSettings):
     max_batch_seconds: float = Field(
         16.0, gt=0, description="Audio seconds per model call: the batch budget (cost, not request count)."
     )
-    max_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits for more windows before it runs.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, description="How long a batch waits for more windows before it runs."
+    )
     max_queue_seconds: float = Field(
         1800.0, gt=0, description="Audio seconds queued at most; beyond it requests get 429 + Retry-After."
     )
@@ -71,23 +79,37 @@ class Settings(BaseSettings):
     # --- limits on input ---
     max_request_bytes: int = Field(256 * 2**20, gt=0, description="Largest upload, in bytes.")
     max_audio_seconds: float = Field(1800.0, gt=0, description="Longest recording, in seconds.")
-    max_channels: int = Field(8, ge=1, description="Most channels a recording may have (mixed to the model's).")
+    max_channels: int = Field(
+        8, ge=1, description="Most channels a recording may have (mixed to the model's)."
+    )
     max_recordings: int = Field(64, ge=1, description="Most recordings in one similarity request.")
 
     # --- storage ---
     data_dir: Path = Field(Path("data"), description="Where collections, probes and exports live.")
-    cache_entries: int = Field(4096, ge=0, description="In-process embedding cache entries (LRU); 0 disables.")
-    redis_url: str | None = Field(None, description="Redis URL for the shared cache and collections, e.g. redis://localhost:6379/0.")
-    redis_prefix: str = Field("sonovec", description="Prefix of every Redis key this service reads and writes.")
+    cache_entries: int = Field(
+        4096, ge=0, description="In-process embedding cache entries (LRU); 0 disables."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL for the shared cache and collections, e.g. redis://localhost:6379/0."
+    )
+    redis_prefix: str = Field(
+        "sonovec", description="Prefix of every Redis key this service reads and writes."
+    )
     redis_timeout_ms: float = Field(
-        50.0, gt=0, description="Bound on one Redis cache call; slower counts as an error and bypasses the cache."
+        50.0,
+        gt=0,
+        description="Bound on one Redis cache call; slower counts as an error and bypasses the cache.",
     )
     cache_ttl_s: float = Field(
-        7 * 24 * 3600.0, ge=0, description="Lifetime of a Redis cache entry (0: none). The memory bound is Redis' "
+        7 * 24 * 3600.0,
+        ge=0,
+        description="Lifetime of a Redis cache entry (0: none). The memory bound is Redis' "
         "own maxmemory, with maxmemory-policy volatile-lru (see docs/collections.md).",
     )
     snapshot_interval_s: float = Field(
-        60.0, gt=0, description="Collections without Redis: seconds between snapshots while the write-ahead log "
+        60.0,
+        gt=0,
+        description="Collections without Redis: seconds between snapshots while the write-ahead log "
         "grows (also every 50,000 logged ops, and at shutdown).",
     )
 
