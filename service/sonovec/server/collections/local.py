@@ -10,6 +10,7 @@ ops, and at shutdown), so the log is never appended to while a snapshot replaces
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -195,7 +196,7 @@ class LocalStore:
         await asyncio.to_thread(self._append, logged)
         for name, ops in logged.items():
             state = self.states[name]
-            await state.lock.run_write(lambda s=state, o=ops: s.apply(o))
+            await state.lock.run_write(functools.partial(state.apply, ops))
         for job, changed in zip(jobs, results, strict=True):
             if job.done.done():
                 continue
