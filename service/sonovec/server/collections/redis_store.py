@@ -29,9 +29,10 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import RedisError
+from redis.typing import KeyT, StreamIdT
 
 from sonovec.server.collections.spec import CollectionInfo
 from sonovec.server.collections.state import CollectionState, Op, decode_item, encode_item
@@ -66,6 +67,11 @@ for i = 4, #ARGV, 3 do
 end
 return out
 """
+
+# One stream entry as these clients read it: redis-py types replies for every mode (str or bytes,
+# RESP2 lists or RESP3 dicts, entries with None fields); ours never decode responses, so an entry
+# is a bytes id with bytes fields, and XREAD answers [stream name, entries] pairs.
+_Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 class _Follow:
@@ -132,15 +138,17 @@ class RedisStore:
         self.check_available()
         async with self._errors("create"):
             async with self._redis.pipeline(transaction=True) as pipe:
-                created, _ = await (
-                    pipe.hsetnx(self._registry, info.name, info.to_json())
-                    .hsetnx(f"{self._registry}:uid", info.name, info.uid)
-                    .execute()
-                )
+                pipe.hsetnx(self._registry, info.name, info.to_json())
+                pipe.hsetnx(f"{self._registry}:uid", info.name, info.uid)
+                created, _ = await pipe.execute()
             if not created:
                 raise SonovecError(ErrorKind.CONFLICT, f"collection {info.name!r} exists", field="name")
-            event = {"op": "create", "name": info.name, "uid": info.uid}
-            await self._redis.xadd(f"{self._registry}:events", event, maxlen=1000, approximate=True)
+            await self._redis.xadd(
+                f"{self._registry}:events",
+                {"op": "create", "name": info.name, "uid": info.uid},
+                maxlen=1000,
+                approximate=True,
+            )
         await self._until(lambda: self._current(info) is not None)
         return self.states[info.name]
 
@@ -148,14 +156,16 @@ class RedisStore:
         self.check_available()
         info = state.info
         async with self._errors("drop"), self._redis.pipeline(transaction=True) as pipe:
-            await (
-                pipe.hdel(self._registry, info.name)
-                .hdel(f"{self._registry}:uid", info.name)
-                .delete(*(self._key(info, k) for k in ("items", "seq", "log", "probes")))
-                .xadd(f"{self._registry}:events", {"op": "drop", "name": info.name, "uid": info.uid},
-                      maxlen=1000, approximate=True)
-                .execute()
+            pipe.hdel(self._registry, info.name)
+            pipe.hdel(f"{self._registry}:uid", info.name)
+            pipe.delete(*(self._key(info, k) for k in ("items", "seq", "log", "probes")))
+            pipe.xadd(
+                f"{self._registry}:events",
+                {"op": "drop", "name": info.name, "uid": info.uid},
+                maxlen=1000,
+                approximate=True,
             )
+            await pipe.execute()
         await self._until(lambda: self.states.get(info.name) is not state)
 
     # ---- items ----
@@ -224,6 +234,11 @@ class RedisStore:
                     retry_after=1.0,
                 ) from None
 
+    async def _last_entry(self, stream: str) -> _Entry | None:
+        """The newest entry of a stream, if it has one."""
+        last = cast(list[_Entry] | None, await self._redis.xrevrange(stream, count=1))
+        return last[0] if last else None
+
     async def _notify(self) -> None:
         async with self._applied:
             self._applied.notify_all()
@@ -252,8 +267,8 @@ class RedisStore:
 
     async def _sync_all(self) -> None:
         started = time.perf_counter()
-        last = await self._redis.xrevrange(f"{self._registry}:events", count=1)
-        self._events_id = last[0][0] if last else b"0-0"
+        last = await self._last_entry(f"{self._registry}:events")
+        self._events_id = last[0] if last else b"0-0"
         registry = await self._redis.hgetall(self._registry)
         infos = [CollectionInfo.from_json(text) for text in registry.values()]
         follows = [await self._load(info) for info in infos]
@@ -267,8 +282,8 @@ class RedisStore:
 
     async def _load(self, info: CollectionInfo) -> _Follow:
         """Build one collection from the items hash, to follow its log from before the scan."""
-        last = await self._redis.xrevrange(self._key(info, "log"), count=1)
-        stream_id, seq = (last[0][0], int(last[0][1][b"seq"])) if last else (b"0-0", 0)
+        last = await self._last_entry(self._key(info, "log"))
+        stream_id, seq = (last[0], int(last[1][b"seq"])) if last else (b"0-0", 0)
         state = CollectionState(info)
         ops: list[Op] = []
         async for _, blob in self._redis.hscan_iter(self._key(info, "items"), count=1000):
@@ -288,10 +303,12 @@ class RedisStore:
         self._follows[follow.state.name] = follow
 
     async def _follow_once(self) -> None:
-        streams = {f"{self._registry}:events": self._events_id}
+        streams: dict[KeyT, StreamIdT] = {f"{self._registry}:events": self._events_id}
         for follow in self._follows.values():
             streams[self._key(follow.state.info, "log")] = follow.stream_id
-        reply = await self._blocking.xread(streams, count=1000, block=_BLOCK_MS)
+        reply = cast(
+            list[tuple[bytes, list[_Entry]]], await self._blocking.xread(streams, count=1000, block=_BLOCK_MS)
+        )
         by_stream = {key.decode(): entries for key, entries in reply}
         events = by_stream.pop(f"{self._registry}:events", [])
         for entry_id, fields in events:
@@ -316,7 +333,7 @@ class RedisStore:
             if text is not None and CollectionInfo.from_json(text).uid == uid:
                 self._install(await self._load(CollectionInfo.from_json(text)))
 
-    async def _apply_entries(self, follow: _Follow, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    async def _apply_entries(self, follow: _Follow, entries: list[_Entry]) -> None:
         state = follow.state
         ops: list[Op] = []
         for entry_id, fields in entries:
