@@ -27,8 +27,9 @@ def _png(fig) -> bytes:  # type: ignore[no-untyped-def]
     return buffer.getvalue()
 
 
-def similarity_png(matrix: np.ndarray, starts_s: Sequence[float] | None = None, title: str = "") -> bytes:
-    """A cosine-similarity matrix as a heat map; axes in seconds when segment starts are given."""
+def similarity_png(matrix: np.ndarray, starts_s: np.ndarray | None = None, title: str = "") -> bytes:
+    """An [S, S] cosine-similarity matrix as a heat map; axes in seconds when the [S] segment starts
+    are given."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     extent = None
