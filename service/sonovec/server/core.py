@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import soundfile
@@ -33,6 +33,10 @@ from sonovec.server.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The audio ``encoding`` field of both transports: "auto" (encoded bytes), or raw PCM.
+_PCM_ENCODINGS: dict[str, Literal["f32le", "s16le"]] = {"pcm_f32le": "f32le", "pcm_s16le": "s16le"}
+ENCODINGS = ("auto", *_PCM_ENCODINGS)
+
 
 @dataclass(frozen=True)
 class AudioSource:
@@ -43,6 +47,28 @@ class AudioSource:
     pcm: PcmFormat | None = None
     array: np.ndarray | None = None
     sample_rate: int | None = None
+
+    @classmethod
+    def from_wire(
+        cls, data: bytes, encoding: str, sample_rate: int | None, channels: int | None, field: str = "audio"
+    ) -> AudioSource:
+        """The audio fields of a REST or gRPC request: encoded bytes ("auto", or empty), or raw PCM
+        with its sample rate and channels."""
+        encoding = encoding or "auto"
+        if encoding not in ENCODINGS:
+            raise invalid(
+                f"unknown encoding {encoding!r}", field=f"{field}.encoding", allowed=", ".join(ENCODINGS)
+            )
+        if encoding == "auto":
+            return cls(data=data)
+        if sample_rate is None or channels is None:
+            raise invalid(
+                "raw PCM needs sample_rate and channels",
+                field=field,
+                allowed="encoding pcm_f32le or pcm_s16le with sample_rate and channels",
+            )
+        pcm = PcmFormat(encoding=_PCM_ENCODINGS[encoding], sample_rate=sample_rate, channels=channels)
+        return cls(data=data, pcm=pcm)
 
 
 @dataclass(frozen=True)

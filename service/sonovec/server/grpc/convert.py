@@ -11,7 +11,7 @@ import numpy as np
 from google.protobuf import json_format, struct_pb2
 
 from sonovec.server import core, pooling
-from sonovec.server.audio import SUPPORTED_FORMATS, PcmFormat
+from sonovec.server.audio import SUPPORTED_FORMATS
 from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import GRPC_CODE, SonovecError, invalid
 from sonovec.server.settings import Settings
@@ -19,7 +19,6 @@ from sonovec.v1 import collections_pb2 as cpb
 from sonovec.v1 import common_pb2 as pb
 from sonovec.v1 import sonovec_pb2 as spb
 
-ENCODINGS = ("auto", "pcm_f32le", "pcm_s16le")
 SUBTYPES = ("PCM_16", "FLOAT")
 
 # --- requests ----------------------------------------------------------------------------------
@@ -27,33 +26,13 @@ SUBTYPES = ("PCM_16", "FLOAT")
 
 def audio_source(audio: pb.Audio, field: str = "audio") -> AudioSource:
     """As ``http.deps.audio_source``: encoded bytes, or raw PCM with its rate and channels."""
-    return source_of(
+    return AudioSource.from_wire(
         audio.data,
         audio.encoding,
         audio.sample_rate if audio.HasField("sample_rate") else None,
         audio.channels if audio.HasField("channels") else None,
         field,
     )
-
-
-def source_of(
-    data: bytes, encoding: str, sample_rate: int | None, channels: int | None, field: str = "audio"
-) -> AudioSource:
-    encoding = encoding or "auto"
-    if encoding not in ENCODINGS:
-        raise invalid(
-            f"unknown encoding {encoding!r}", field=f"{field}.encoding", allowed=", ".join(ENCODINGS)
-        )
-    if encoding == "auto":
-        return AudioSource(data=data)
-    if sample_rate is None or channels is None:
-        raise invalid(
-            "raw PCM needs sample_rate and channels",
-            field=field,
-            allowed="encoding pcm_f32le or pcm_s16le with sample_rate and channels",
-        )
-    pcm = PcmFormat(encoding=encoding.removeprefix("pcm_"), sample_rate=sample_rate, channels=channels)  # type: ignore[arg-type]
-    return AudioSource(data=data, pcm=pcm)
 
 
 def embed_options(model: str, pooling_name: str, normalize: bool | None, frames: bool) -> EmbedOptions:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from sonovec.server.core import EmbedOptions, Service
+from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import GRPC_CODE, ErrorKind, SonovecError, invalid, too_large
 from sonovec.server.grpc import convert
 from sonovec.server.settings import Settings
@@ -144,7 +144,7 @@ class SonovecServicer(spb_grpc.SonovecServicer):
         self, service: Service, requests: AsyncIterator[spb.EmbedStreamRequest], context: Any
     ) -> spb.EmbedResponse:
         start, data = await self._read_stream(requests)
-        source = convert.source_of(
+        source = AudioSource.from_wire(
             data,
             start.encoding,
             start.sample_rate if start.HasField("sample_rate") else None,

@@ -11,7 +11,6 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from sonovec.server.audio import PcmFormat
 from sonovec.server.core import AudioSource, Service
 from sonovec.server.errors import ErrorKind, SonovecError, invalid
 from sonovec.server.http.schemas import AudioIn
@@ -47,20 +46,7 @@ def require_api_key(request: Request) -> None:
 
 
 def audio_source(audio: AudioIn, field: str = "audio") -> AudioSource:
-    if audio.encoding == "auto":
-        return AudioSource(data=audio.data)
-    if audio.sample_rate is None or audio.channels is None:
-        raise invalid(
-            "raw PCM needs sample_rate and channels",
-            field=field,
-            allowed="encoding pcm_f32le or pcm_s16le with sample_rate and channels",
-        )
-    pcm = PcmFormat(
-        encoding=audio.encoding.removeprefix("pcm_"),
-        sample_rate=audio.sample_rate,  # type: ignore[arg-type]
-        channels=audio.channels,
-    )
-    return AudioSource(data=audio.data, pcm=pcm)
+    return AudioSource.from_wire(audio.data, audio.encoding, audio.sample_rate, audio.channels, field)
 
 
 def body(model: type[M], audio_fields: tuple[str, ...]) -> Callable[[Request], Awaitable[M]]:
