@@ -49,8 +49,7 @@ class BulkEmbed:
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def run(self, *, progress: bool, return_exceptions: bool) -> list[Any]:
-        info = await self.client.call(ops.Info(), retries=self.retries)
-        self.client.limits = info.limits
+        info = self.client._remember_limits(await self.client.call(ops.Info(), retries=self.retries))
         units = self._plan(info)
         with tqdm(total=len(self.audios), disable=not progress, unit="rec", desc="embed") as bar:
             self._bar = bar

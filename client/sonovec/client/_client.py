@@ -46,6 +46,7 @@ from sonovec.client._types import (
 )
 
 T = TypeVar("T")
+Described = TypeVar("Described", ModelsInfo, ServerInfo)
 
 
 class _Base:
@@ -95,6 +96,22 @@ class _Base:
                 allowed=f"at most {self.limits.max_request_bytes} bytes (the server's limit)",
             )
         return data
+
+    def _recordings(self, recordings: Sequence[AudioLike], sample_rate: int | None) -> list[AudioData]:
+        return [self._checked(a, sample_rate, f"recordings[{i}]") for i, a in enumerate(recordings)]
+
+    def _remember_limits(self, result: Described) -> Described:
+        """Keep the server's limits from a models() or info() reply (checked before sending audio)."""
+        self.limits = result.limits
+        return result
+
+    def _retry_delay(self, err: SonovecClientError, attempt: int, retries: int | None) -> float | None:
+        """Seconds to wait before retrying a call that failed ``attempt + 1`` times; None when
+        ``err`` is not worth retrying (not overload or unavailability) or the retries are spent."""
+        attempts = self.retries if retries is None else retries
+        if not err.retryable or attempt >= attempts:
+            return None
+        return backoff_delay(attempt, err.retry_after, self.backoff)
 
     def _query(
         self,
@@ -151,15 +168,15 @@ class Client(_Base):
 
     def call(self, op: ops.Op[T], timeout: float | None = None, retries: int | None = None) -> T:
         """Run one op, retrying overload and unavailability up to ``retries`` times."""
-        attempts = self.retries if retries is None else retries
         attempt = 0
         while True:
             try:
                 return self._transport.call(op, self._deadline(timeout))
             except SonovecClientError as err:
-                if not err.retryable or attempt >= attempts:
+                delay = self._retry_delay(err, attempt, retries)
+                if delay is None:
                     raise
-                time.sleep(backoff_delay(attempt, err.retry_after, self.backoff))
+                time.sleep(delay)
                 attempt += 1
 
     # ---- the API ----
@@ -214,8 +231,8 @@ class Client(_Base):
         timeout: float | None = None,
     ) -> Similarity:
         """[N, N] cosine similarities between recordings."""
-        audios = [self._checked(a, sample_rate, f"recordings[{i}]") for i, a in enumerate(recordings)]
-        return self.call(ops.SimilarityOp(audios, model, pooling), timeout)
+        op = ops.SimilarityOp(self._recordings(recordings, sample_rate), model, pooling)
+        return self.call(op, timeout)
 
     def self_similarity(
         self,
@@ -254,15 +271,11 @@ class Client(_Base):
 
     def models(self) -> ModelsInfo:
         """What is loaded, its weights, and the limits on input."""
-        result: ModelsInfo = self.call(ops.Models())
-        self.limits = result.limits
-        return result
+        return self._remember_limits(self.call(ops.Models()))
 
     def info(self) -> ServerInfo:
         """The server's limits (and, over gRPC, its message size limits and version)."""
-        result: ServerInfo = self.call(ops.Info())
-        self.limits = result.limits
-        return result
+        return self._remember_limits(self.call(ops.Info()))
 
     def embed_many(
         self,
@@ -327,15 +340,15 @@ class AsyncClient(_Base):
 
     async def call(self, op: ops.Op[T], timeout: float | None = None, retries: int | None = None) -> T:
         """Run one op, retrying overload and unavailability up to ``retries`` times."""
-        attempts = self.retries if retries is None else retries
         attempt = 0
         while True:
             try:
                 return await self._transport.call(op, self._deadline(timeout))
             except SonovecClientError as err:
-                if not err.retryable or attempt >= attempts:
+                delay = self._retry_delay(err, attempt, retries)
+                if delay is None:
                     raise
-                await asyncio.sleep(backoff_delay(attempt, err.retry_after, self.backoff))
+                await asyncio.sleep(delay)
                 attempt += 1
 
     # ---- the API ----
@@ -386,8 +399,8 @@ class AsyncClient(_Base):
         pooling: str = "mean",
         timeout: float | None = None,
     ) -> Similarity:
-        audios = [self._checked(a, sample_rate, f"recordings[{i}]") for i, a in enumerate(recordings)]
-        return await self.call(ops.SimilarityOp(audios, model, pooling), timeout)
+        op = ops.SimilarityOp(self._recordings(recordings, sample_rate), model, pooling)
+        return await self.call(op, timeout)
 
     async def self_similarity(
         self,
@@ -424,14 +437,10 @@ class AsyncClient(_Base):
         )
 
     async def models(self) -> ModelsInfo:
-        result: ModelsInfo = await self.call(ops.Models())
-        self.limits = result.limits
-        return result
+        return self._remember_limits(await self.call(ops.Models()))
 
     async def info(self) -> ServerInfo:
-        result: ServerInfo = await self.call(ops.Info())
-        self.limits = result.limits
-        return result
+        return self._remember_limits(await self.call(ops.Info()))
 
     async def embed_many(
         self,
@@ -465,6 +474,14 @@ class AsyncClient(_Base):
 
 def _index(index: str | IndexSpec) -> IndexSpec:
     return IndexSpec(type=index) if isinstance(index, str) else index
+
+
+def _deletes(transport: str, collection: str, ids: str | Sequence[str]) -> list[ops.Op[int]]:
+    """REST deletes one item per call; gRPC deletes them all in one. Each op counts what existed."""
+    ids = [ids] if isinstance(ids, str) else list(ids)
+    if transport == "http":
+        return [ops.DeleteItem(collection, i) for i in ids]
+    return [ops.DeleteItems(collection, ids)]
 
 
 class Collections:
@@ -515,10 +532,7 @@ class Collections:
 
     def delete(self, collection: str, ids: str | Sequence[str]) -> int:
         """Delete items by id; returns how many existed."""
-        ids = [ids] if isinstance(ids, str) else list(ids)
-        if self._client.transport == "http":
-            return sum(self._client.call(ops.DeleteItem(collection, i)) for i in ids)
-        return self._client.call(ops.DeleteItems(collection, ids))
+        return sum(self._client.call(op) for op in _deletes(self._client.transport, collection, ids))
 
     def search(
         self,
@@ -597,10 +611,7 @@ class AsyncCollections:
         return await self._client.call(ops.GetItem(collection, id))
 
     async def delete(self, collection: str, ids: str | Sequence[str]) -> int:
-        ids = [ids] if isinstance(ids, str) else list(ids)
-        if self._client.transport == "http":
-            return sum([await self._client.call(ops.DeleteItem(collection, i)) for i in ids])
-        return await self._client.call(ops.DeleteItems(collection, ids))
+        return sum([await self._client.call(op) for op in _deletes(self._client.transport, collection, ids)])
 
     async def search(
         self,

@@ -39,23 +39,24 @@ from sonovec.v1 import collections_pb2 as cpb
 from sonovec.v1 import sonovec_pb2 as spb
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)  # an Op[bool] is an Op[int]: ops only produce results
 Json = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class HttpSpec(Generic[T]):
+class HttpSpec(Generic[T_co]):
     method: str
     path: str
-    parse: Callable[[httpx.Response], T]
+    parse: Callable[[httpx.Response], T_co]
     json: Json | None = None
     params: dict[str, Any] | None = None
     takes_timeout: bool = False  # the body has a ``timeout_s`` field
 
 
 @dataclass(frozen=True)
-class GrpcSpec(Generic[T]):
+class GrpcSpec(Generic[T_co]):
     rpc: str
-    parse: Callable[[Any], T]
+    parse: Callable[[Any], T_co]
     request: Any = None  # unary
     stream: Callable[[], Iterator[Any]] | None = None  # client-streaming: a fresh iterator per attempt
 
@@ -68,11 +69,11 @@ class Wire:
     chunk_bytes: int = 1 << 20
 
 
-class Op(Generic[T]):
-    def http(self) -> HttpSpec[T]:
+class Op(Generic[T_co]):
+    def http(self) -> HttpSpec[T_co]:
         raise NotImplementedError
 
-    def grpc(self, wire: Wire) -> GrpcSpec[T]:
+    def grpc(self, wire: Wire) -> GrpcSpec[T_co]:
         raise NotImplementedError
 
 
