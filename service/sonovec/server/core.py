@@ -22,7 +22,15 @@ import soundfile
 
 from sonovec.models import Backend, BackendOptions, ModelSpec, load_backend, plan_windows
 from sonovec.server import pooling
-from sonovec.server.audio import AudioLimits, PcmFormat, Recording, canonical_digest, decode_audio, from_array
+from sonovec.server.audio import (
+    SUPPORTED_FORMATS,
+    AudioLimits,
+    PcmFormat,
+    Recording,
+    canonical_digest,
+    decode_audio,
+    from_array,
+)
 from sonovec.server.batcher import Batcher, BatchKey, Ticket
 from sonovec.server.cache import EmbeddingCache, cache_key
 from sonovec.server.engine import DecodeIn, EncodeIn, EncodeOut, Engine
@@ -154,6 +162,25 @@ class _Latents:
     frames: np.ndarray  # [D, F]
     frame_starts: np.ndarray  # [F] sample offsets
     windows: list[EncodeOut] = field(default_factory=list)
+
+
+# The settings a client reads as the limits on input (and plans its requests by).
+_PUBLISHED_LIMITS = (
+    "max_request_bytes",
+    "max_audio_seconds",
+    "max_channels",
+    "max_recordings",
+    "max_batch_seconds",
+    "max_queue_seconds",
+    "request_timeout_s",
+)
+
+
+def published_limits(settings: Settings) -> dict[str, Any]:
+    """The limits on input as both transports publish them (REST ``Limits`` in /v1/models, gRPC
+    ``Limits`` in Models and Info): those settings, and the accepted formats."""
+    limits: dict[str, Any] = {name: getattr(settings, name) for name in _PUBLISHED_LIMITS}
+    return {**limits, "formats": list(SUPPORTED_FORMATS)}
 
 
 def model_info(backend: Backend, precision: str) -> ModelInfo:

@@ -11,7 +11,6 @@ import numpy as np
 from google.protobuf import json_format, struct_pb2
 
 from sonovec.server import core, pooling
-from sonovec.server.audio import SUPPORTED_FORMATS
 from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import GRPC_CODE, SonovecError, invalid
 from sonovec.server.settings import Settings
@@ -160,16 +159,7 @@ def self_similarity_response(r: core.SelfSimilarityResult) -> spb.SelfSimilarity
 
 def limits(s: Settings) -> pb.Limits:
     """As REST's ``Limits`` in /v1/models."""
-    return pb.Limits(
-        max_request_bytes=s.max_request_bytes,
-        max_audio_seconds=s.max_audio_seconds,
-        max_channels=s.max_channels,
-        max_recordings=s.max_recordings,
-        max_batch_seconds=s.max_batch_seconds,
-        max_queue_seconds=s.max_queue_seconds,
-        request_timeout_s=s.request_timeout_s,
-        formats=list(SUPPORTED_FORMATS),
-    )
+    return pb.Limits(**core.published_limits(s))
 
 
 def models_response(service: Service) -> spb.ModelsResponse:
