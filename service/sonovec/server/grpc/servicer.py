@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from sonovec.server.auth import require_key
 from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import GRPC_CODE, ErrorKind, SonovecError, invalid, too_large
 from sonovec.server.grpc import convert
@@ -80,20 +80,12 @@ class SonovecServicer(spb_grpc.SonovecServicer):
         if not self._keys:
             return
         metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
-        given = metadata.get("x-api-key", "")
-        auth = metadata.get("authorization", "")
-        if isinstance(auth, str) and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        token = given.encode() if isinstance(given, str) else bytes(given)
-        matched = False
-        for key in self._keys:  # every key, always, each in constant time
-            matched |= hmac.compare_digest(token, key)
-        if not matched:
-            raise SonovecError(
-                ErrorKind.UNAUTHENTICATED,
-                "missing or unknown API key",
-                allowed="metadata 'authorization: Bearer KEY' or 'x-api-key: KEY'",
-            )
+        require_key(
+            self._keys,
+            metadata.get("x-api-key", ""),
+            metadata.get("authorization", ""),
+            allowed="metadata 'authorization: Bearer KEY' or 'x-api-key: KEY'",
+        )
 
     async def _guard(
         self, name: str, context: grpc.aio.ServicerContext, work: Callable[[Service], Awaitable[T]]

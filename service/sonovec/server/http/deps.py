@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -11,8 +10,9 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
+from sonovec.server.auth import require_key
 from sonovec.server.core import AudioSource, Service
-from sonovec.server.errors import ErrorKind, SonovecError, invalid
+from sonovec.server.errors import invalid
 from sonovec.server.http.schemas import AudioIn
 
 M = TypeVar("M", bound=BaseModel)
@@ -27,22 +27,12 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 
 def require_api_key(request: Request) -> None:
     keys: list[str] = request.app.state.settings.api_keys
-    if not keys:
-        return
-    given = request.headers.get("x-api-key", "")
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    # Compare against every key, always, in constant time per key.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given.encode(), key.encode())
-    if not matched:
-        raise SonovecError(
-            ErrorKind.UNAUTHENTICATED,
-            "missing or unknown API key",
-            allowed="'Authorization: Bearer KEY' or 'x-api-key: KEY'",
-        )
+    require_key(
+        [key.encode() for key in keys],
+        request.headers.get("x-api-key", ""),
+        request.headers.get("authorization", ""),
+        allowed="'Authorization: Bearer KEY' or 'x-api-key: KEY'",
+    )
 
 
 def audio_source(audio: AudioIn, field: str = "audio") -> AudioSource:
