@@ -154,20 +154,23 @@ def _grpc_metadata(config: Config) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {config.api_key}"),) if config.api_key else ()
 
 
+def _grpc_channel(channels: Any, config: Config) -> Any:
+    """A channel from ``channels``, ``grpc`` or ``grpc.aio`` (the same calls): TLS for grpcs://."""
+    endpoint = config.endpoint
+    options = _grpc_options(config)
+    if endpoint.tls:
+        return channels.secure_channel(endpoint.address, grpc.ssl_channel_credentials(), options)
+    return channels.insecure_channel(endpoint.address, options)
+
+
 class GrpcTransport:
     name = "grpc"
 
     def __init__(self, config: Config) -> None:
-        endpoint = config.endpoint
-        self.address = endpoint.address
+        self.address = config.endpoint.address
         self._wire = config.wire
         self._metadata = _grpc_metadata(config)
-        options = _grpc_options(config)
-        self._channel = (
-            grpc.secure_channel(endpoint.address, grpc.ssl_channel_credentials(), options)
-            if endpoint.tls
-            else grpc.insecure_channel(endpoint.address, options)
-        )
+        self._channel = _grpc_channel(grpc, config)
         self._stub = spb_grpc.SonovecStub(self._channel)
 
     def call(self, op: Op[T], timeout: float | None) -> T:
@@ -188,16 +191,10 @@ class AsyncGrpcTransport:
     name = "grpc"
 
     def __init__(self, config: Config) -> None:
-        endpoint = config.endpoint
-        self.address = endpoint.address
+        self.address = config.endpoint.address
         self.wire = config.wire
         self._metadata = _grpc_metadata(config)
-        options = _grpc_options(config)
-        self._channel = (
-            grpc.aio.secure_channel(endpoint.address, grpc.ssl_channel_credentials(), options)
-            if endpoint.tls
-            else grpc.aio.insecure_channel(endpoint.address, options)
-        )
+        self._channel = _grpc_channel(grpc.aio, config)
         self._stub = spb_grpc.SonovecStub(self._channel)
 
     async def call(self, op: Op[T], timeout: float | None) -> T:
