@@ -354,7 +354,3 @@ def probe(p: Any) -> cpb.Probe:
         weights_fingerprint=p.weights_fingerprint,
         trained_at=p.trained_at,
     )
-
-
-def optional_int(message: Any, name: str, default: int | None) -> int | None:
-    return int(getattr(message, name)) if message.HasField(name) else default
