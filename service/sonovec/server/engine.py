@@ -8,13 +8,16 @@ non-causal window. Left-context frames (24 kHz chunks) are dropped after the cal
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from sonovec.models import Backend
 from sonovec.server.batcher import BatchKey
+
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -75,8 +78,8 @@ class Engine:
         return out
 
 
-def _group_by(items: Sequence[object], shape_of) -> list[list[int]]:  # type: ignore[no-untyped-def]
-    groups: dict[object, list[int]] = defaultdict(list)
+def _group_by(items: Sequence[Item], shape_of: Callable[[Item], Hashable]) -> list[list[int]]:
+    groups: dict[Hashable, list[int]] = defaultdict(list)
     for i, item in enumerate(items):
         groups[shape_of(item)].append(i)
     return list(groups.values())

@@ -22,6 +22,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import soundfile
@@ -97,7 +98,7 @@ class _Writer:
         self._append(self._errors, entry)
 
     @staticmethod
-    def _append(file, entry: dict) -> None:  # type: ignore[no-untyped-def]
+    def _append(file: IO[str], entry: dict) -> None:
         file.write(json.dumps(entry) + "\n")
         file.flush()
         os.fsync(file.fileno())

@@ -19,7 +19,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def get_service(request: Request) -> Service:
-    return request.app.state.service  # type: ignore[no-any-return]
+    service: Service = request.app.state.service
+    return service
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
