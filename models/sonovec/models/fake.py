@@ -22,8 +22,9 @@ class FakeBackend:
         self.spec = spec
         self.delay = delay  # simulated model seconds per audio second, for load and drain tests
         rng = np.random.default_rng(seed)
-        self._projection = rng.standard_normal((spec.hop_length, spec.latent_dim)).astype(np.float32)
-        self._projection /= np.sqrt(spec.hop_length)
+        # float64, so a row's result does not depend on how many rows BLAS saw (batch size): the
+        # fake must give identical results however windows were batched.
+        self._projection = rng.standard_normal((spec.hop_length, spec.latent_dim)) / np.sqrt(spec.hop_length)
         self.weights = WeightsInfo(
             source=f"fake:seed={seed}",
             fingerprint=f"fake-{spec.name}-{seed}",
@@ -48,7 +49,8 @@ class FakeBackend:
         frames = self.spec.num_frames(length)
         mono = np.zeros((batch, frames * hop), np.float32)
         mono[:, :length] = audio.mean(axis=1)
-        latents = np.tanh(mono.reshape(batch, frames, hop) @ self._projection)  # [B, F, D]
+        frames_in = mono.reshape(batch * frames, hop).astype(np.float64)  # [B * F, hop] -> [B, F, D] below
+        latents = np.tanh(frames_in @ self._projection).astype(np.float32).reshape(batch, frames, -1)
         return Encoded(np.ascontiguousarray(latents.transpose(0, 2, 1)), scales.reshape(batch))
 
     def quantize(self, latents: np.ndarray, bandwidth: float) -> np.ndarray:
