@@ -23,12 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from common import (
+    RESULTS,
     SCRATCH,
     Meter,
     Server,
@@ -216,19 +218,26 @@ def plot(rows: list[dict], name: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
-    for transport, color in (("rest", "tab:blue"), ("grpc", "tab:green")):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"wspace": 0.4})
+    others = left.twinx()
+    for transport, color, shift in (("rest", "tab:blue", 0.93), ("grpc", "tab:green", 1.07)):
         sub = [r for r in rows if r["phase"] == "sweep" and r["transport"] == transport]
         if not sub:
             continue
         c = [r["concurrency"] for r in sub]
-        left.plot(c, [r["x_realtime"] for r in sub], "o-", color=color, label=f"{transport} (wall)")
+        left.plot(c, [r["x_realtime"] for r in sub], "o-", color=color, label=f"{transport}, wall clock")
+        left.plot(c, [r["x_per_cpu_s"] for r in sub], "^:", color=color, label=f"{transport}, per CPU-second")
+        others.bar([x * shift for x in c], [r["others_cpu"] for r in sub], width=[0.1 * x for x in c],
+                   color=color, alpha=0.2)
         right.plot(c, [r["p50_s"] for r in sub], "o-", color=color, label=f"{transport} p50")
         right.plot(c, [r["p99_s"] for r in sub], "s--", color=color, label=f"{transport} p99")
+    others.set_ylim(0, 2)
+    others.set_ylabel("cores used by other processes (bars)")
     for ax in (left, right):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
+    left.set_ylim(bottom=0)
     left.set_ylabel("audio seconds per second (x real time)")
     right.set_ylabel("latency, s")
     right.set_yscale("log")
@@ -246,7 +255,12 @@ def main() -> None:
     parser.add_argument("--cache-clips", type=int, default=32)
     parser.add_argument("--cache-concurrency", type=int, default=8)
     parser.add_argument("--no-grpc", action="store_true")
+    parser.add_argument("--plot-only", action="store_true", help="Redraw the PNG from the JSON of a run.")
     args = parser.parse_args()
+    if args.plot_only:
+        name = "load_quick" if args.quick else "load"
+        plot(json.loads((RESULTS / f"{name}.json").read_text())["rows"], name)
+        return
     if args.quick:
         args.levels, args.seconds, args.cache_clips = [1, 4, 16], 6.0, 8
     info = machine_info()

@@ -2,7 +2,9 @@
 per recording, 10 s and 60 s long, from 44.1 kHz stereo files.
 
 The study (an RTX 4060) took 30 min for 1,184 x 10 s fragments and 2 h 40 min for 1,184 x 60 s
-(6.6x and 7.4x real time). Measured here, in one run, on the same generated recordings:
+(6.6x and 7.4x real time). Measured here, in one run, on the same generated recordings, in rounds:
+each method processes every ``rounds``-th file per round, methods in rotating order, so that the
+load other processes put on a shared machine falls on every method alike:
 
     loop            the study's way: a per-file Python loop with the encodec package (soundfile read
                     of the fragment, resample, ``EncodecModel.encode``, latents pooled)
@@ -23,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +38,9 @@ import soundfile
 import soxr
 import torch
 from common import (
+    RESULTS,
     SCRATCH,
+    Measurement,
     Meter,
     Server,
     cut_fragments,
@@ -73,18 +79,29 @@ def study_loop(paths: list[Path], fragment_s: float, model: torch.nn.Module) -> 
     return vectors
 
 
-def run_loop(paths: list[Path], fragment_s: float) -> dict:
-    from sonovec.models.weights import load_model
-
-    model, _ = load_model(MODEL, "random")
-    model.set_target_bandwidth(6.0)
-    study_loop(paths[:1], 1.0, model)  # warm-up, not timed
-    with Meter() as meter:
-        study_loop(paths, fragment_s, model)
-    return meter.result.as_dict()  # type: ignore[union-attr]
+# ---- the methods: each loaded once, then run on one share of the files per round --------------------
 
 
-# ---- (b) sonovec extract, in process --------------------------------------------------------------
+class Loop:
+    """(a) The study's loop, on its own model instance (torch's default threads, as a script has)."""
+
+    name = "loop"
+    pids: list[int] = []
+
+    def __init__(self) -> None:
+        from sonovec.models.weights import load_model
+
+        self.model, _ = load_model(MODEL, "random")
+        self.model.set_target_bandwidth(6.0)
+
+    def warm_up(self, recordings: list[Path], fragments: list[Path]) -> None:
+        study_loop(recordings[:1], 1.0, self.model)
+
+    def run(self, recordings: list[Path], fragments: list[Path], fragment_s: float, tag: str) -> None:
+        study_loop(recordings, fragment_s, self.model)
+
+    def close(self) -> None:
+        pass
 
 
 def settings(backend: str, precision: str = "fp32", **extra: object):  # type: ignore[no-untyped-def]
@@ -95,103 +112,141 @@ def settings(backend: str, precision: str = "fp32", **extra: object):  # type: i
                     **extra)
 
 
-def run_extract(folder: Path, fragment_s: float, backend: str, precision: str) -> dict:
-    from sonovec.server.core import Service
-    from sonovec.server.extract import ExtractOptions, _extract
+class Extract:
+    """(b) ``sonovec extract --fragment-seconds S`` in process: the same service and ``_extract`` the
+    command runs, on a folder holding (links to) this round's recordings."""
 
-    output = SCRATCH / f"extract-{backend}-{precision}-{fragment_s:g}"
-    shutil.rmtree(output, ignore_errors=True)
-    output.mkdir(parents=True)
-    options = ExtractOptions(input=folder, output=output, fragment_seconds=fragment_s, progress=True)
-    service = Service.from_settings(settings(backend, precision))
-    service.start()  # loads (and on the first run exports) the model: not timed
-    try:
-        with Meter() as meter:
-            failures = asyncio.run(_extract(service, options))
-    finally:
-        service.batcher.stop(timeout=60)
-    if failures:
-        raise RuntimeError(f"extract failed; see {output / 'errors.jsonl'}")
-    return meter.result.as_dict()  # type: ignore[union-attr]
+    pids: list[int] = []
+
+    def __init__(self, backend_spec: str) -> None:
+        from sonovec.server.core import Service
+
+        backend, _, precision = backend_spec.partition("-")
+        self.name = f"extract/{backend_spec}"
+        self.service = Service.from_settings(settings(backend, precision or "fp32"))
+        self.service.start()  # loads (and on a first run exports) the model: not timed
+
+    def warm_up(self, recordings: list[Path], fragments: list[Path]) -> None:
+        self.run(recordings[:1], fragments[:1], 1.0, "warm-up")
+
+    def run(self, recordings: list[Path], fragments: list[Path], fragment_s: float, tag: str) -> None:
+        from sonovec.server.extract import ExtractOptions, _extract
+
+        work = SCRATCH / "extract" / self.name.replace("/", "-") / tag
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "in").mkdir(parents=True)
+        (work / "out").mkdir()
+        for path in recordings:
+            (work / "in" / path.name).symlink_to(path.resolve())
+        options = ExtractOptions(input=work / "in", output=work / "out", fragment_seconds=fragment_s,
+                                 progress=False)
+        if asyncio.run(_extract(self.service, options)):
+            raise RuntimeError(f"{self.name} failed; see {work / 'out' / 'errors.jsonl'}")
+
+    def close(self) -> None:
+        self.service.batcher.stop(timeout=60)
 
 
-# ---- (c) the running service, concurrent clients ----------------------------------------------------
+class Served:
+    """(c) The running service (a ``sonovec serve`` subprocess), fragment files uploaded by
+    ``concurrency`` clients at once over one transport."""
+
+    def __init__(self, server: Server, backend: str, transport: str, concurrency: int) -> None:
+        self.url = server.url if transport == "rest" else server.grpc_url
+        self.name = f"serve/{backend}/{transport}"
+        self.concurrency = concurrency
+        self.pids = [server.proc.pid]  # type: ignore[union-attr]
+
+    def warm_up(self, recordings: list[Path], fragments: list[Path]) -> None:
+        asyncio.run(_upload_all(self.url, fragments[:1], 1))  # type: ignore[arg-type]
+
+    def run(self, recordings: list[Path], fragments: list[Path], fragment_s: float, tag: str) -> None:
+        asyncio.run(_upload_all(self.url, fragments, self.concurrency))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass
 
 
-async def _upload_all(url: str, paths: list[Path], concurrency: int, label: str) -> None:
+async def _upload_all(url: str, paths: list[Path], concurrency: int) -> None:
     from sonovec.client import AsyncClient
 
     slots = asyncio.Semaphore(concurrency)
-    bar = tqdm(total=len(paths), desc=label, unit="file", leave=False)
     async with AsyncClient(url, timeout=600.0) as client:
 
         async def one(path: Path) -> None:
             async with slots:
                 await client.embed(path)
-                bar.update(1)
 
         await asyncio.gather(*(one(p) for p in paths))
-    bar.close()
 
 
-def run_service(server: Server, url: str, fragments: list[Path], concurrency: int, label: str) -> dict:
-    asyncio.run(_upload_all(url, fragments[:1], 1, "warm-up"))
-    with Meter([server.proc.pid]) as meter:  # type: ignore[union-attr]
-        asyncio.run(_upload_all(url, fragments, concurrency, label))
-    return meter.result.as_dict()  # type: ignore[union-attr]
+# ---- the run: rounds, so that every method sees the same changes of load ------------------------------
 
 
-# ---- the run -------------------------------------------------------------------------------------------
+@dataclass
+class Total:
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    others_core_s: float = 0.0
+    load_s: float = 0.0
+
+    def add(self, m: Measurement) -> None:
+        self.wall_s += m.wall_s
+        self.cpu_s += m.cpu_s
+        self.others_core_s += m.others_cpu * m.wall_s
+        self.load_s += m.load_avg * m.wall_s
 
 
-def row(method: str, fragment_s: float, files: int, m: dict, loop_x: float | None) -> dict:
+def row(method: str, fragment_s: float, files: int, t: Total) -> dict:
     audio = files * fragment_s
-    x_rt = audio / m["wall_s"]
+    x_rt = audio / t.wall_s
     projected = RECORDINGS * fragment_s / x_rt
     study = STUDY_SECONDS.get(fragment_s)
     return {
-        "method": method, "fragment_s": fragment_s, "files": files, "audio_s": audio, **m,
-        "x_realtime": x_rt, "x_per_cpu_s": audio / m["cpu_s"], "x_2cores_cpu_bound": 2 * audio / m["cpu_s"],
+        "method": method, "fragment_s": fragment_s, "files": files, "audio_s": audio,
+        "wall_s": t.wall_s, "cpu_s": t.cpu_s, "others_cpu": t.others_core_s / t.wall_s,
+        "load_avg": t.load_s / t.wall_s, "x_realtime": x_rt, "x_per_cpu_s": audio / t.cpu_s,
         "projected_min": projected / 60, "vs_study": study / projected if study else None,
-        "vs_loop": x_rt / loop_x if loop_x else (1.0 if method == "loop" else None),
     }
 
 
-def measure(args: argparse.Namespace, corpus: list[Path], folder: Path) -> list[dict]:
-    rows = []
-    for fragment_s in args.fragments:
-        where = SCRATCH / f"fragments-{len(corpus)}x{args.seconds:g}s-{fragment_s:g}s"
-        fragments = cut_fragments(corpus, where, fragment_s)
-        results: list[tuple[str, Callable[[], dict]]] = []
-        if "loop" in args.methods:
-            results.append(("loop", lambda fs=fragment_s: run_loop(corpus, fs)))
-        for spec in args.extract:
-            backend, _, precision = spec.partition("-")
-            results.append((f"extract/{spec}", lambda fs=fragment_s, b=backend, p=precision or "fp32":
-                            run_extract(folder, fs, b, p)))
-        loop_x = None
-        for method, fn in results:
-            print(f"== {method}, {fragment_s:g} s fragments x {len(corpus)}", flush=True)
-            rows.append(row(method, fragment_s, len(corpus), fn(), loop_x))
-            loop_x = rows[-1]["x_realtime"] if method == "loop" else loop_x
-        rows += measure_service(args, fragments, fragment_s, loop_x)
+def measure_fragment(methods: list, corpus: list[Path], fragments: list[Path], fragment_s: float,
+                     rounds: int) -> list[dict]:
+    """Round r runs every method on files r, r + rounds, ...; the method order rotates each round."""
+    totals = {m.name: Total() for m in methods}
+    for r in tqdm(range(rounds), desc=f"{fragment_s:g} s fragments, rounds", unit="round"):
+        share = slice(r, None, rounds)
+        for method in methods[r % len(methods):] + methods[: r % len(methods)]:
+            with Meter(method.pids) as meter:
+                method.run(corpus[share], fragments[share], fragment_s, f"{fragment_s:g}-{r}")
+            totals[method.name].add(meter.result)  # type: ignore[arg-type]
+    rows = [row(m.name, fragment_s, len(corpus), totals[m.name]) for m in methods]
+    loop = next((r for r in rows if r["method"] == "loop"), None)
+    for r in rows:
+        r["vs_loop"] = r["x_realtime"] / loop["x_realtime"] if loop else None
+        r["vs_loop_cpu"] = r["x_per_cpu_s"] / loop["x_per_cpu_s"] if loop else None
     return rows
 
 
-def measure_service(args: argparse.Namespace, fragments: list[Path], fragment_s: float,
-                    loop_x: float | None) -> list[dict]:
-    rows = []
-    for backend in args.serve:
-        grpc = grpc_client_available() and not args.no_grpc
-        log = SCRATCH / f"serve-{backend}.log"
-        with Server("--backend", backend, "--weights", "random", "--models", MODEL, "--data-dir",
-                    str(SCRATCH / "data"), "--cache-entries", "0", grpc=grpc, log=log) as server:
-            urls = [("rest", server.url)] + ([("grpc", server.grpc_url)] if grpc else [])
-            for transport, url in urls:
-                method = f"serve/{backend}/{transport}"
-                print(f"== {method}, {fragment_s:g} s fragments x {len(fragments)}", flush=True)
-                m = run_service(server, url, fragments, args.concurrency, method)  # type: ignore[arg-type]
-                rows.append(row(method, fragment_s, len(fragments), m, loop_x))
+def measure(args: argparse.Namespace, corpus: list[Path]) -> list[dict]:
+    grpc = grpc_client_available() and not args.no_grpc
+    with contextlib.ExitStack() as stack:
+        methods: list = [Loop()] if "loop" in args.methods else []
+        for spec in args.extract:
+            methods.append(stack.enter_context(contextlib.closing(Extract(spec))))
+        for backend in args.serve:
+            log = SCRATCH / f"serve-{backend}.log"
+            server = stack.enter_context(Server(
+                "--backend", backend, "--weights", "random", "--models", MODEL, "--data-dir",
+                str(SCRATCH / "data"), "--cache-entries", "0", grpc=grpc, log=log))
+            methods += [Served(server, backend, t, args.concurrency) for t in ("rest", "grpc")[: 1 + grpc]]
+        rows = []
+        for fragment_s in args.fragments:
+            where = SCRATCH / f"fragments-{len(corpus)}x{args.seconds:g}s-{fragment_s:g}s"
+            fragments = cut_fragments(corpus, where, fragment_s)
+            for method in methods:
+                method.warm_up(corpus, fragments)
+            rows += measure_fragment(methods, corpus, fragments, fragment_s, args.rounds)
     return rows
 
 
@@ -199,7 +254,7 @@ COLUMNS = [
     ("method", "method", ""), ("fragment_s", "fragment s", "g"), ("files", "files", "d"),
     ("wall_s", "wall s", ".1f"), ("x_realtime", "x real time", ".1f"), ("x_per_cpu_s", "x per CPU-s", ".1f"),
     ("projected_min", "1,184 files, min", ".1f"), ("vs_study", "vs study", ".1f"),
-    ("vs_loop", "vs loop", ".2f"),
+    ("vs_loop", "vs loop", ".2f"), ("vs_loop_cpu", "vs loop per CPU-s", ".2f"),
     ("load_avg", "load", ".1f"), ("others_cpu", "others' cores", ".2f"),
 ]
 
@@ -211,7 +266,8 @@ def plot(rows: list[dict], name: str) -> None:
     import matplotlib.pyplot as plt
 
     fragments = sorted({r["fragment_s"] for r in rows})
-    fig, axes = plt.subplots(1, len(fragments), figsize=(6 * len(fragments), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(fragments), figsize=(6.5 * len(fragments), 4.2), squeeze=False,
+                             gridspec_kw={"wspace": 0.45})
     for ax, fragment_s in zip(axes[0], fragments, strict=True):
         sub = [r for r in rows if r["fragment_s"] == fragment_s]
         y = np.arange(len(sub))
@@ -225,7 +281,8 @@ def plot(rows: list[dict], name: str) -> None:
         ax.axvline(15, color="green", ls=":", label="target: 15x")
         ax.set_xlabel("x real time")
         ax.set_title(f"{fragment_s:g} s fragments (48 kHz, random-init weights)")
-        ax.legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.08))
     save_figure(name, fig)
 
 
@@ -241,11 +298,18 @@ def main() -> None:
     parser.add_argument("--serve", type=lambda s: [x for x in s.split(",") if x], default=["onnx"],
                         help="Backends for the served runs.")
     parser.add_argument("--concurrency", type=int, default=8, help="Requests in flight (served runs).")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="Each method does 1/rounds of the files per round (load changes hit all alike).")
     parser.add_argument("--no-grpc", action="store_true")
     parser.add_argument("--name", default=None, help="Results file name (default study_replay[_quick]).")
+    parser.add_argument("--plot-only", action="store_true", help="Redraw the PNG from the JSON of a run.")
     args = parser.parse_args()
+    if args.plot_only:
+        name = args.name or ("study_replay_quick" if args.quick else "study_replay")
+        plot(json.loads((RESULTS / f"{name}.json").read_text())["rows"], name)
+        return
     if args.quick:
-        args.recordings, args.seconds, args.fragments = 4, 11.0, [10.0]
+        args.recordings, args.seconds, args.fragments, args.rounds = 4, 11.0, [10.0], 2
     name = args.name or ("study_replay_quick" if args.quick else "study_replay")
     info = machine_info()
     print(f"{info['cpu']}, {info['cores']} cores, load {info['load_avg_at_start']}; {info['weights']}")
@@ -254,7 +318,7 @@ def main() -> None:
     corpus = make_corpus(folder, args.recordings, args.seconds)
     print(f"corpus: {len(corpus)} x {args.seconds:g} s, 44.1 kHz stereo FLAC in {folder} "
           f"({time.perf_counter() - started:.0f} s)")
-    rows = measure(args, corpus, folder)
+    rows = measure(args, corpus)
     table = print_table(rows, COLUMNS)
     write_json(name, {"machine": info, "args": vars(args), "rows": rows, "table": table,
                       "load_avg_at_end": list(os.getloadavg())})
