@@ -127,10 +127,22 @@ class OnnxBackend:
         onnx_export.ensure_exported(model, spec, directory, fingerprint=weights.fingerprint)
         del model
         workers = options.threads or cpu_count()
+        backend = cls(spec, weights, directory, device, providers, workers)
+        if device != "cpu" and "CUDAExecutionProvider" not in backend.providers:
+            # onnxruntime-gpu falls back to the CPU when CUDA fails to initialise (no GPU, driver).
+            if options.device != "auto":
+                raise ValueError(f"device {options.device!r}: ONNX Runtime could not start its CUDA provider")
+            logger.warning("onnx backend: CUDA provider unavailable, running on the CPU")
+            backend.close()
+            backend = cls(spec, weights, directory, "cpu", ["CPUExecutionProvider"], workers)
         logger.info("onnx backend: %s on %s (%s), %d workers, graphs in %s",
-                    spec.name, device, providers[0] if isinstance(providers[0], str) else providers[0][0],
-                    workers, directory)
-        return cls(spec, weights, directory, device, providers, workers)
+                    spec.name, backend.device, ", ".join(backend.providers), backend.workers, directory)
+        return backend
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers ONNX Runtime actually uses, in priority order."""
+        return list(next(iter(self._graphs.values())).session.get_providers())
 
     # ---- running graphs in parallel over the batch ----
 

@@ -53,6 +53,7 @@ import time
 import types
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +107,7 @@ class QuantizerGraph(nn.Module):
         residual = latents.transpose(1, 2).reshape(-1, dim)  # [(B F), D], as preprocess() flattens
         indices = []
         for k in range(self.num_codebooks):
-            embed = getattr(self, f"embed{k}")
+            embed = self.get_buffer(f"embed{k}")
             dist = -(
                 residual.pow(2).sum(1, keepdim=True)
                 - 2 * residual @ embed.t()
@@ -122,6 +123,8 @@ class QuantizerGraph(nn.Module):
 class DecoderGraph(nn.Module):
     """``codes [B, K, F]``, ``scales [B]`` -> ``audio [B, C, F * hop]``: codebook lookup summed over
     the K codebooks used, decoder, then times the window's scale (48 kHz; 24 kHz has no scales)."""
+
+    table: torch.Tensor
 
     def __init__(self, codebooks: list[torch.Tensor], decoder: nn.Module, normalize: bool) -> None:
         super().__init__()
@@ -152,12 +155,15 @@ def _pad1d_dynamic(
 ) -> torch.Tensor:
     """encodec's ``pad1d(x, (left, right + extra), mode)`` for any traced length (module doc)."""
     if mode != "reflect":
-        return F.pad(x, [left, right + extra], mode)
+        zero_pads: Any = [left, right + extra]
+        return F.pad(x, zero_pads, mode)
     length = _length(x)
     total_right = right + extra
     max_pad = torch.clamp(torch.as_tensor(total_right), min=left)
     short = torch.clamp(max_pad + 1 - length, min=0)  # zeros appended so the reflection fits
-    padded = F.pad(F.pad(x, [0, short]), [left, total_right], mode="reflect")
+    # Tensor-valued pads on purpose: the tracer records them as computed, not as constants.
+    pads: Any = ([0, short], [left, total_right])
+    padded = F.pad(F.pad(x, pads[0]), pads[1], mode="reflect")
     return padded[..., : length + left + total_right]
 
 
@@ -171,7 +177,7 @@ def _pad1d_fixed(x: torch.Tensor, left: int, right: int, extra: int, mode: str) 
     return padded[..., : padded.shape[-1] - short] if short else padded
 
 
-def _conv_geometry(module: nn.Module) -> tuple[int, int, int]:
+def _conv_geometry(module: Any) -> tuple[int, int, int]:
     conv = module.conv.conv
     kernel, stride, dilation = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
     padding_total = (kernel - 1) * dilation - (stride - 1)
@@ -180,20 +186,19 @@ def _conv_geometry(module: nn.Module) -> tuple[int, int, int]:
     return padding_total, stride, kernel
 
 
-def _sconv1d_forward(self: nn.Module, x: torch.Tensor, *, dynamic: bool) -> torch.Tensor:
+def _sconv1d_forward(self: Any, x: torch.Tensor, *, dynamic: bool) -> torch.Tensor:
     padding_total, stride, _ = _conv_geometry(self)
-    if dynamic:
-        extra: torch.Tensor | int = (stride - _length(x) % stride) % stride if stride > 1 else 0
-        pad = _pad1d_dynamic
-    else:
-        extra = (stride - x.shape[-1] % stride) % stride
-        pad = _pad1d_fixed
     # get_extra_padding_for_conv1d == (-L) mod s here (module doc); causal convs pad on the left only.
     padding_right = 0 if self.causal else padding_total // 2
-    return self.conv(pad(x, padding_total - padding_right, padding_right, extra, self.pad_mode))
+    padding_left = padding_total - padding_right
+    if dynamic:
+        extra = (stride - _length(x) % stride) % stride if stride > 1 else 0
+        return self.conv(_pad1d_dynamic(x, padding_left, padding_right, extra, self.pad_mode))
+    extra_fixed = (stride - x.shape[-1] % stride) % stride
+    return self.conv(_pad1d_fixed(x, padding_left, padding_right, extra_fixed, self.pad_mode))
 
 
-def _sconv_transpose1d_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _sconv_transpose1d_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     convtr = self.convtr.convtr
     padding_total = convtr.kernel_size[0] - convtr.stride[0]
     y = self.convtr(x)
@@ -227,7 +232,7 @@ class Conv1dAs2d(nn.Module):
         )
         with torch.no_grad():
             self.conv2d.weight.copy_(conv.weight.unsqueeze(2))
-            if conv.bias is not None:
+            if conv.bias is not None and self.conv2d.bias is not None:
                 self.conv2d.bias.copy_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -290,7 +295,7 @@ def prepare(model: nn.Module, spec: ModelSpec) -> nn.Module:
     return remove_weight_norm(fresh.float().eval())
 
 
-def codebooks(model: nn.Module) -> list[torch.Tensor]:
+def codebooks(model: Any) -> list[torch.Tensor]:
     """Every RVQ codebook ``[N, D]``, in order; no projections (EnCodec has none)."""
     layers = model.quantizer.vq.layers
     for layer in layers:
@@ -299,7 +304,7 @@ def codebooks(model: nn.Module) -> list[torch.Tensor]:
     return [layer._codebook.embed.detach().float() for layer in layers]
 
 
-def split_encoder(encoder: nn.Module) -> tuple[nn.Sequential, nn.Sequential]:
+def split_encoder(encoder: Any) -> tuple[nn.Sequential, nn.Sequential]:
     """``(front, tail)``: the encoder's layers before its LSTM, and the LSTM with what follows."""
     layers = list(encoder.model)
     tail = layers[-TAIL_LAYERS:]
@@ -333,7 +338,7 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
         )
 
 
-def _export_front(prepared: nn.Module, spec: ModelSpec, path: Path, length: int | None) -> None:
+def _export_front(prepared: Any, spec: ModelSpec, path: Path, length: int | None) -> None:
     front, _ = split_encoder(rewrite_for_ort(copy.deepcopy(prepared.encoder), dynamic=length is None))
     # Batch 2, not 1: tracing at batch 1 lets some reshapes fold the batch axis into constants.
     audio = torch.randn(2, spec.channels, length or spec.sample_rate // 3 + 7)
@@ -342,7 +347,7 @@ def _export_front(prepared: nn.Module, spec: ModelSpec, path: Path, length: int 
             {"audio": {0: "batch", **time_axis}, "hidden": {0: "batch", 2: "frames"}, "scales": {0: "batch"}})
 
 
-def export_graph(name: str, prepared: nn.Module, spec: ModelSpec, path: Path) -> None:
+def export_graph(name: str, prepared: Any, spec: ModelSpec, path: Path) -> None:
     """Write graph ``name`` (one of ``graph_names(spec)``) of a ``prepare``d model to ``path``."""
     frames = {0: "batch", 2: "frames"}
     if name.startswith("front_fixed_"):
@@ -351,13 +356,14 @@ def export_graph(name: str, prepared: nn.Module, spec: ModelSpec, path: Path) ->
         _export_front(prepared, spec, path, None)
     elif name == "tail":
         _, tail = split_encoder(rewrite_for_ort(copy.deepcopy(prepared.encoder), dynamic=True))
-        hidden = torch.randn(2, tail[0].lstm.input_size, 37)
+        slstm: Any = tail[0]
+        hidden = torch.randn(2, slstm.lstm.input_size, 37)
         _export(tail, (hidden,), path, ["hidden"], ["latents"], {"hidden": frames, "latents": frames})
     elif name == "decoder":
         decoder = rewrite_for_ort(copy.deepcopy(prepared.decoder), dynamic=True)
-        graph = DecoderGraph(codebooks(prepared), decoder, spec.normalize)
+        decoder_graph = DecoderGraph(codebooks(prepared), decoder, spec.normalize)
         codes = torch.randint(0, spec.codebook_size, (2, 3, 37))
-        _export(graph, (codes, torch.ones(2)), path, ["codes", "scales"], ["audio"],
+        _export(decoder_graph, (codes, torch.ones(2)), path, ["codes", "scales"], ["audio"],
                 {"codes": {0: "batch", 1: "codebooks", 2: "frames"}, "scales": {0: "batch"},
                  "audio": {0: "batch", 2: "samples"}})
     elif name.startswith("quantizer_k"):

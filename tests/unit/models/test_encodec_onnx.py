@@ -222,6 +222,21 @@ def test_cuda_without_the_gpu_provider_is_a_clear_error(tmp_path: Path) -> None:
                                             cache_dir=str(tmp_path)))
 
 
+def test_cuda_provider_that_does_not_start(onnx_backends: dict[str, OnnxBackend], cache_dir: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime-gpu on a machine whose CUDA does not start runs on the CPU: ``auto`` says so and
+    runs the CPU configuration; an explicit ``cuda`` is an error, never a silent CPU run."""
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real])
+    options = {"model": "encodec_48khz", "weights": "random", "cache_dir": str(cache_dir)}
+    backend = load_backend("onnx", BackendOptions(device="auto", **options))
+    assert backend.device == "cpu" and backend.providers == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="could not start its CUDA provider"):
+        load_backend("onnx", BackendOptions(device="cuda", **options))
+
+
 def test_invalid_inputs_are_clear(onnx_backends: dict[str, OnnxBackend]) -> None:
     onnx = onnx_backends["encodec_48khz"]
     with pytest.raises(ValueError, match="not one of"):
