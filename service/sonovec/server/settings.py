@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     )
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Model precision.")
-    threads: int = Field(0, ge=0, description="Intra-op threads for the model; 0 = one per core.")
+    threads: int = Field(
+        0, ge=0, description="torch: intra-op threads; onnx: parallel 1-thread sessions; 0 = one per core."
+    )
 
     # --- batching ---
     max_batch_seconds: float = Field(
