@@ -51,9 +51,9 @@ FROM ${BASE_IMAGE} AS runtime
 ARG VARIANT=cpu
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
-# PyPI's Linux torch wheels are the CUDA build (2.13.0: CUDA 13.0, with its nvidia-* wheels).
-ARG TORCH_CUDA_INDEX_URL=https://pypi.org/simple
-# Set to use another index for torch (e.g. a mirror); empty = pick by VARIANT.
+# pip's default index: its Linux torch wheels are the CUDA build (2.13.0: CUDA 13.0, with nvidia-* wheels).
+ARG TORCH_CUDA_INDEX_URL=default
+# Set to use another index for torch (e.g. a mirror); empty = pick by VARIANT; "default" = pip's own.
 ARG TORCH_INDEX_URL=""
 ARG APP_UID=10001
 
@@ -81,7 +81,8 @@ RUN python3 -m venv "$VIRTUAL_ENV" \
        elif [ "$VARIANT" = "cuda" ]; then index="$TORCH_CUDA_INDEX_URL"; \
        elif [ "$VARIANT" = "cpu" ]; then index="$TORCH_CPU_INDEX_URL"; \
        else echo "VARIANT must be cpu or cuda, not '$VARIANT'" >&2; exit 1; fi \
-    && pip install --index-url "$index" "torch==$TORCH_VERSION"
+    && if [ "$index" = default ]; then pip install "torch==$TORCH_VERSION"; \
+       else pip install --index-url "$index" "torch==$TORCH_VERSION"; fi
 
 # Layer 2: third-party dependencies, read from the pyproject files only, so code edits keep this
 # layer cached. torch is already there and satisfies the models[torch] pin.

@@ -53,7 +53,8 @@ IMAGE_WEIGHTS ?= none
 # false: one commit per stage, much faster on vfs; true: cache every instruction.
 IMAGE_LAYERS ?= false
 DEBIAN_SUITE ?= bookworm
-DEBIAN_MIRROR ?= $(or $(shell apt-get indextargets --format '$$(REPO_URI)' 2>/dev/null | grep -m1 '/debian/$$'),http://deb.debian.org/debian/)
+# The Debian mirror apt already uses here (set DEBIAN_MIRROR where apt has none configured).
+DEBIAN_MIRROR ?= $(shell apt-get indextargets --format '$$(REPO_URI)' 2>/dev/null | grep -m1 '/debian/$$')
 IMAGE_DIR := .cache/image
 BUILDAH := buildah --storage-driver vfs
 # Where pip inside the build finds its CA bundle and local wheels: the host's, when it has them
@@ -61,7 +62,7 @@ BUILDAH := buildah --storage-driver vfs
 IMAGE_HOST_CA ?= $(or $(PIP_CERT),/etc/ssl/certs/ca-certificates.crt)
 IMAGE_HOST_WHEELS ?= $(firstword $(PIP_FIND_LINKS))
 # Empty: the Dockerfile picks the PyTorch index for IMAGE_VARIANT. Locally, PyPI plus the wheels above.
-IMAGE_TORCH_INDEX ?= $(if $(IMAGE_HOST_WHEELS),https://pypi.org/simple,)
+IMAGE_TORCH_INDEX ?= $(if $(IMAGE_HOST_WHEELS),default,)
 SMOKE_PORT ?= 18000
 SMOKE_GRPC_PORT ?= 18051
 SMOKE_METRICS_PORT ?= 18090
