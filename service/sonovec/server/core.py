@@ -221,8 +221,9 @@ class Service:
             max_seconds=settings.max_audio_seconds,
             max_channels=settings.max_channels,
         )
+        self.engine = Engine(backends)
         self.batcher = Batcher(
-            Engine(backends),
+            self.engine,
             max_batch_cost=settings.max_batch_seconds,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queue_cost=settings.max_queue_seconds,
@@ -278,11 +279,10 @@ class Service:
     def start(self) -> None:
         """Start the worker and warm every model up with one full window; then ready."""
         self.batcher.start()
-        engine = Engine(self.backends)
         for name, backend in self.backends.items():
             spec = backend.spec
             silence = np.zeros((spec.channels, spec.window), np.float32)
-            engine(BatchKey(name, "encode"), [EncodeIn(silence, 0)])
+            self.engine(BatchKey(name, "encode"), [EncodeIn(silence, 0)])
         self.ready = True
         self.metrics.ready.set(1)
 
@@ -602,10 +602,9 @@ def _decode_windows(backend: Backend, codes: list[np.ndarray], scales: list[floa
     spec = backend.spec
     if spec.segmented:
         return [DecodeIn(c, s, 0) for c, s in zip(codes, scales, strict=True)]
-    stream = codes[0]
-    chunk, context = spec.window // spec.hop_length, spec.context // spec.hop_length
-    items = []
-    for start in range(0, stream.shape[1], chunk):
-        left = min(context, start)
-        items.append(DecodeIn(stream[:, start - left : start + chunk], 1.0, left * spec.hop_length))
-    return items
+    hop = spec.hop_length
+    stream = codes[0]  # the same chunks, with the same left context, as the encoder's window plan
+    return [
+        DecodeIn(stream[:, w.fed.start // hop : w.fed.stop // hop], 1.0, w.context)
+        for w in plan_windows(spec, stream.shape[1] * hop)
+    ]
