@@ -41,6 +41,17 @@ def tone(seconds: float, sample_rate: int, channels: int = 1, *, seed: int = 0) 
     return np.asarray(rows, dtype=np.float32).reshape(channels, frames)
 
 
+def chord_batch(seconds: float, sample_rate: int, channels: int, batch: int, seed: int) -> np.ndarray:
+    """``[batch, channels, T]`` float32 model input: one chord with a little noise, a different level
+    per item (what the backend accuracy tests feed every backend)."""
+    rng = np.random.default_rng(seed)
+    n = max(1, round(seconds * sample_rate))
+    t = np.arange(n) / sample_rate
+    chord = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in (220.0, 277.2, 329.6, 1200.0))
+    x = 0.2 * chord + 0.02 * rng.standard_normal((batch, channels, n))
+    return (x * rng.uniform(0.1, 1.0, (batch, 1, 1))).astype(np.float32)
+
+
 def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     """The bytes of ``samples`` [C, T] as a ``fmt`` file (a key of ``FORMATS``). Pass int16 samples
     to control quantisation: libsndfile rounds float to PCM_16 differently in WAV and FLAC."""

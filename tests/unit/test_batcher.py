@@ -36,6 +36,7 @@ def make(runner: Recorder, **kw: float) -> Batcher:
         max_batch_cost=kw.get("budget", 4.0),
         max_wait_s=kw.get("wait", 0.05),
         max_queue_cost=kw.get("queue", 100.0),
+        workers=int(kw.get("workers", 1)),
     )
     b.start()
     return b
@@ -151,3 +152,57 @@ def test_stop_drains_queued_work_then_refuses_new_work() -> None:
     with pytest.raises(SonovecError) as err:
         b.submit(KEY, ["late"], [1.0], ticket())
     assert err.value.kind is ErrorKind.UNAVAILABLE
+
+
+def test_workers_run_batches_side_by_side() -> None:
+    """Two workers: the second batch starts while the first is still in the model (a barrier both
+    must reach proves it; one worker would time out at the barrier)."""
+    both_in_model = threading.Barrier(2, timeout=5)
+
+    def runner(key: BatchKey, payloads: list[object]) -> list[object]:
+        both_in_model.wait()
+        return list(payloads)
+
+    b = Batcher(runner, max_batch_cost=1.0, max_wait_s=0.0, max_queue_cost=10.0, workers=2)
+    b.start()
+    futures = b.submit(KEY, ["a", "b"], [1.0, 1.0], ticket())  # two batches: the budget holds one
+    assert [f.result(timeout=5) for f in futures] == ["a", "b"]
+    b.stop(timeout=5)
+
+
+def test_one_worker_runs_one_batch_at_a_time() -> None:
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+
+    def runner(key: BatchKey, payloads: list[object]) -> list[object]:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.02)
+        with lock:
+            inside -= 1
+        return list(payloads)
+
+    b = Batcher(runner, max_batch_cost=1.0, max_wait_s=0.0, max_queue_cost=10.0, workers=1)
+    b.start()
+    for f in b.submit(KEY, list(range(5)), [1.0] * 5, ticket()):
+        f.result(timeout=5)
+    b.stop(timeout=5)
+    assert most == 1
+
+
+def test_workers_stop_together_after_draining() -> None:
+    runner = Recorder(delay=0.05)
+    b = make(runner, budget=1.0, wait=0.0, workers=3)
+    futures = b.submit(KEY, list(range(6)), [1.0] * 6, ticket())
+    b.stop(timeout=5)
+    assert [f.result(timeout=0) for f in futures] == [("encode", i) for i in range(6)]
+    with pytest.raises(SonovecError):
+        b.submit(KEY, ["late"], [1.0], ticket())
+
+
+def test_at_least_one_worker() -> None:
+    with pytest.raises(ValueError, match="at least one worker"):
+        Batcher(Recorder(), max_batch_cost=1.0, max_wait_s=0.0, max_queue_cost=1.0, workers=0)

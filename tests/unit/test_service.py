@@ -44,6 +44,20 @@ async def test_concurrent_batched_requests_equal_each_request_alone(make_service
     )
 
 
+async def test_several_workers_give_the_results_of_one(make_service) -> None:
+    """--workers 2 (batches side by side: see the batcher's barrier test): every request still gets
+    its own windows back, in order."""
+    one = make_service(max_batch_seconds=2.0, fake_seconds_per_audio_second=0.002)
+    two = make_service(max_batch_seconds=2.0, fake_seconds_per_audio_second=0.002, workers=2)
+    sources = [wav(s, seed=i) for i, s in enumerate(LENGTHS_S * 2)]
+    options = EmbedOptions(pooling="mean_std", frames=True)
+    first = await asyncio.gather(*(one.embed(s, options) for s in sources))
+    second = await asyncio.gather(*(two.embed(s, options) for s in sources))
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a.frames, b.frames)
+        np.testing.assert_array_equal(a.vector, b.vector)
+
+
 async def test_frames_follow_the_window_plan(make_service) -> None:
     service = make_service()
     result = await service.embed(wav(2.5, sr=48_000), EmbedOptions(frames=True, normalize=False))
@@ -159,9 +173,9 @@ async def test_a_deadline_passed_in_the_queue_fails_only_that_request(make_servi
     backend = service.backends["encodec_48khz"]
     slow_encode = backend.encode
 
-    def slow(audio):  # type: ignore[no-untyped-def]
+    def slow(audio, **options):  # type: ignore[no-untyped-def]
         time.sleep(0.3)
-        return slow_encode(audio)
+        return slow_encode(audio, **options)
 
     backend.encode = slow  # type: ignore[method-assign]
     late = asyncio.create_task(service.embed(wav(3.0), EmbedOptions(timeout_s=0.1)))
@@ -176,7 +190,7 @@ async def test_a_failing_model_fails_its_requests_and_the_service_recovers(make_
     service = make_service()
     backend = service.backends["encodec_48khz"]
     real = backend.encode
-    backend.encode = lambda audio: (_ for _ in ()).throw(RuntimeError("device lost"))  # type: ignore[method-assign]
+    backend.encode = lambda audio, **_: (_ for _ in ()).throw(RuntimeError("device lost"))  # type: ignore[method-assign]
     results = await asyncio.gather(
         *(service.embed(wav(1.0, seed=i), EmbedOptions()) for i in range(4)), return_exceptions=True
     )

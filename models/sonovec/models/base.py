@@ -116,17 +116,20 @@ class Encoded:
 
 @runtime_checkable
 class Backend(Protocol):
-    """A model runtime. Calls come from one worker thread; batches hold windows of one length."""
+    """A model runtime. Thread-safe: with ``--workers N`` the batcher makes up to N calls at once.
+    A batch holds windows of one length."""
 
     spec: ModelSpec
     weights: WeightsInfo
     device: str  # "cpu", "cuda:0", ...
     kind: str  # "torch", "onnx", "fake"
 
-    def encode(self, audio: np.ndarray) -> Encoded:
+    def encode(self, audio: np.ndarray, *, full_precision: bool = False) -> Encoded:
         """``[B, C, T]`` float32 audio -> continuous encoder latents ``[B, D, ceil(T / hop)]``.
 
         Applies the model's per-window normalisation (48 kHz) exactly as ``EncodecModel`` does.
+        ``full_precision``: compute in fp32 even if the backend runs a reduced precision (the
+        engine asks for it when the latents will be quantized: codes are sensitive to rounding).
         """
         ...
 
@@ -147,6 +150,7 @@ class BackendOptions:
     weights: str = "pretrained"  # "pretrained", "random", or a directory holding the checkpoint
     device: str = "cpu"
     precision: str = "fp32"  # "fp32", "bf16", "fp16"
-    threads: int = 0  # intra-op threads; 0 = library default
+    threads: int = 0  # cores the model may use; 0 = all (torch on CPU: divided among the workers)
+    workers: int = 1  # batcher workers that may call the backend at once
     cache_dir: str | None = None  # exports and downloads
     extra: dict[str, str] = field(default_factory=dict)

@@ -21,6 +21,7 @@ precision graph would run slower, not faster; use ``--backend torch --precision 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -63,7 +64,9 @@ def resolve_providers(device: str) -> tuple[str, list]:
                 f"{', '.join(available)}); install onnxruntime-gpu, or use --device cpu"
             )
         index = int(device.partition(":")[2] or 0)
-        return f"cuda:{index}", [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        # use_tf32 0: IEEE fp32 convolutions, as on the CPU (TF32 rounds to 10 bits and flips codes).
+        cuda = ("CUDAExecutionProvider", {"device_id": index, "use_tf32": 0})
+        return f"cuda:{index}", [cuda, "CPUExecutionProvider"]
     raise ValueError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto")
 
 
@@ -89,7 +92,8 @@ class _Graph:
 
 
 class OnnxBackend:
-    """EnCodec graphs on ONNX Runtime. Calls come from one worker thread (see ``Backend``)."""
+    """EnCodec graphs on ONNX Runtime. Thread-safe (``InferenceSession.run`` is); on CPU, calls of
+    several batcher workers share the one pool of sessions, on CUDA they run concurrently."""
 
     kind = "onnx"
 
@@ -109,7 +113,11 @@ class OnnxBackend:
         self._pool = None
         if self.workers > 1:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sonovec-onnx")
-        self._lock = threading.Lock()  # the protocol promises one caller; make a second one wait, not race
+        # CPU: one call at a time uses the whole pool, so a second caller waits for its turn instead
+        # of splitting the cores further. CUDA: no lock, so that two workers' calls overlap.
+        self._lock: contextlib.AbstractContextManager = (
+            threading.Lock() if device == "cpu" else contextlib.nullcontext()
+        )
 
     @classmethod
     def load(cls, spec: ModelSpec, options: BackendOptions) -> OnnxBackend:
@@ -160,8 +168,10 @@ class OnnxBackend:
 
     # ---- the Backend protocol ----
 
-    def encode(self, audio: np.ndarray) -> Encoded:
-        """``[B, C, T]`` float32 -> latents ``[B, 128, ceil(T / 320)]`` float32 and scales ``[B]``."""
+    def encode(self, audio: np.ndarray, *, full_precision: bool = False) -> Encoded:
+        """``[B, C, T]`` float32 -> latents ``[B, 128, ceil(T / 320)]`` float32 and scales ``[B]``.
+
+        The graphs are fp32 already: ``full_precision`` changes nothing."""
         _check_audio(self.spec, audio)
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         length = audio.shape[-1]

@@ -36,7 +36,8 @@ class FakeBackend:
         if self.delay:
             time.sleep(self.delay * samples / self.spec.sample_rate)
 
-    def encode(self, audio: np.ndarray) -> Encoded:
+    def encode(self, audio: np.ndarray, *, full_precision: bool = False) -> Encoded:
+        """Always float32/float64 arithmetic: ``full_precision`` changes nothing here."""
         batch, _, length = audio.shape
         self._simulate_work(batch * length)
         hop = self.spec.hop_length

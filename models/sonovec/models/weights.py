@@ -17,10 +17,12 @@ wherever it was found, and a torch release that initialises differently gives a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,16 +85,28 @@ def new_model(model_name: str, seed: int | None = None) -> EncodecModel:
         "encodec_48khz": "encodec_model_48khz",
     }
     checkpoint_name(model_name)  # validates the name
-    # fork_rng: seeding must not reset the caller's global RNG stream.
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    # fork_rng: seeding must not reset the caller's global RNG stream. One thread: weight norm's g and
+    # the codebooks come from reductions whose float rounding depends on how many threads split them,
+    # and the same seed must give the same bits (the same fingerprint) whatever --threads says.
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), _one_thread():
         if seed is not None:
             torch.manual_seed(seed)
         # encodec wraps every conv in the deprecated torch.nn.utils.weight_norm; nothing we can act on.
         warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
         model = getattr(encodec.EncodecModel, constructors[model_name])(pretrained=False)
-    if seed is not None:
-        _init_random_codebooks(model, seed)
+        if seed is not None:
+            _init_random_codebooks(model, seed)
     return model.eval()
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _init_random_codebooks(model: EncodecModel, seed: int) -> None:

@@ -2,9 +2,13 @@
 
 The batcher knows nothing about the model: it queues opaque payloads under a ``BatchKey``, forms
 batches up to a *cost* budget (audio seconds) or a maximum wait, and hands each batch to a
-``runner`` on its worker thread. It is bounded (admission fails fast with OVERLOADED), drops the
+``runner`` on one of its worker threads. It is bounded (admission fails fast with OVERLOADED), drops the
 windows of cancelled or expired requests before they run, and delivers a runner failure to every
 request in the batch.
+
+With ``workers > 1`` several batches are in flight at once (the runner must then be thread-safe):
+on a GPU one batch is stacked and copied while the previous one computes; on a CPU, batches run
+side by side on single-threaded model calls (for runtimes whose own threading scales poorly).
 
 ::
 
@@ -102,8 +106,11 @@ class Batcher:
         max_wait_s: float,
         max_queue_cost: float,
         on_batch: Callable[[BatchStats], None] | None = None,
+        workers: int = 1,
         name: str = "batcher",
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"a batcher needs at least one worker; got {workers}")
         self._runner = runner
         self.max_batch_cost = max_batch_cost
         self.max_wait_s = max_wait_s
@@ -114,13 +121,16 @@ class Batcher:
         self._queued_jobs = 0
         self._cond = threading.Condition()
         self._stopping = False
-        self._throughput = 0.0  # cost units per second, exponential moving average
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._throughput = 0.0  # cost units per second of one worker, exponential moving average
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)
+        ]
 
     # ---- admission ----
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def submit(
         self, key: BatchKey, payloads: Sequence[Any], costs: Sequence[float], ticket: Ticket
@@ -155,7 +165,7 @@ class Batcher:
         """Seconds until the current queue has likely drained, at the measured throughput."""
         if self._throughput <= 0:
             return 1.0
-        return float(max(1, math.ceil(self._queued_cost / self._throughput)))
+        return float(max(1, math.ceil(self._queued_cost / (self._throughput * len(self._threads)))))
 
     @property
     def queued_cost(self) -> float:
@@ -166,12 +176,14 @@ class Batcher:
         return self._queued_jobs
 
     def stop(self, timeout: float | None = None) -> None:
-        """Refuse new work, finish what is queued, then end the worker."""
+        """Refuse new work, finish what is queued, then end the workers."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(None if end is None else max(0.0, end - time.monotonic()))
 
     # ---- the worker ----
 
@@ -197,7 +209,10 @@ class Batcher:
             waited = time.monotonic() - queue[0].enqueued
             full = sum(job.cost for job in queue) >= self.max_batch_cost
             if full or waited >= self.max_wait_s or self._stopping:
-                return key, self._take(queue)
+                jobs = self._take(queue)
+                if self._queued_jobs:
+                    self._cond.notify()  # another worker may take the rest now
+                return key, jobs
             self._cond.wait(self.max_wait_s - waited)
 
     def _oldest_key(self) -> BatchKey | None:

@@ -20,8 +20,10 @@ from sonovec.server.metrics import Metrics
 PIPELINE_VERSION = "1"  # bump when windowing, pooling or ingestion changes what a key maps to
 
 
-def cache_key(digest: str, model: str, fingerprint: str) -> str:
-    text = f"sonovec/v{PIPELINE_VERSION}|{model}|{fingerprint}|{digest}"
+def cache_key(digest: str, model: str, fingerprint: str, precision: str) -> str:
+    """Names one recording's statistics under one model, weights and precision (bf16 latents differ
+    from fp32 ones by ~1 %: a replica running fp32 must not serve a bf16 replica's vectors)."""
+    text = f"sonovec/v{PIPELINE_VERSION}|{model}|{fingerprint}|{precision}|{digest}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 

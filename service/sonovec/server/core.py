@@ -228,6 +228,7 @@ class Service:
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queue_cost=settings.max_queue_seconds,
             on_batch=self.metrics.observe_batch,
+            workers=settings.workers,
         )
         self.metrics.watch_queue(lambda: self.batcher.queued_cost, lambda: self.batcher.queued_jobs)
         for info in self.infos.values():
@@ -260,6 +261,7 @@ class Service:
                 device=settings.device,
                 precision=settings.precision,
                 threads=settings.threads,
+                workers=settings.workers,
                 cache_dir=str(settings.data_dir / "models"),
                 extra={"seconds_per_audio_second": str(settings.fake_seconds_per_audio_second)},
             )
@@ -362,7 +364,9 @@ class Service:
         self, recording: Recording, backend: Backend, options: EmbedOptions, ticket: Ticket
     ) -> EmbedResult:
         spec = backend.spec
-        key = cache_key(canonical_digest(recording), spec.name, backend.weights.fingerprint)
+        key = cache_key(
+            canonical_digest(recording), spec.name, backend.weights.fingerprint, self.settings.precision
+        )
         num_windows = len(plan_windows(spec, recording.num_samples))
         stats = None if options.frames else await self.cache.get(key)
         cached = stats is not None

@@ -56,8 +56,11 @@ class Engine:
         out: list[object] = [None] * len(items)
         for indices in _group_by(items, lambda item: item.audio.shape[-1]):
             audio = np.stack([items[i].audio for i in indices])
-            encoded = backend.encode(audio)
-            codes = backend.quantize(encoded.latents, bandwidth) if bandwidth is not None else None
+            if bandwidth is None:
+                encoded, codes = backend.encode(audio), None
+            else:  # codes come from fp32 latents whatever the precision: bf16 rounding flips RVQ codes
+                encoded = backend.encode(audio, full_precision=True)
+                codes = backend.quantize(encoded.latents, bandwidth)
             for row, i in enumerate(indices):
                 drop = items[i].drop_frames
                 out[i] = EncodeOut(

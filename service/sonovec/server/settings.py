@@ -61,7 +61,17 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Model precision.")
     threads: int = Field(
-        0, ge=0, description="torch: intra-op threads; onnx: parallel 1-thread sessions; 0 = one per core."
+        0,
+        ge=0,
+        description="Cores for the model; 0 = all. torch on CPU: divided among the workers as intra-op "
+        "threads; onnx on CPU: parallel 1-thread sessions.",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Model calls in flight at once. CUDA: 2 overlaps one batch's copies with the other's "
+        "compute; CPU torch: 2 with --threads 1 runs two batches side by side.",
     )
 
     # --- batching ---

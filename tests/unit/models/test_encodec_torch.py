@@ -22,6 +22,7 @@ import threading
 import time
 import types
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -244,6 +245,42 @@ def test_bf16_close_to_fp32() -> None:
     assert np.array_equal(bf16.decode(codes, np.ones(1, np.float32)).shape, (1, 2, codes.shape[2] * 320))
 
 
+def test_full_precision_latents_ignore_reduced_precision() -> None:
+    fp32 = cached_backend("encodec_48khz")
+    bf16 = TorchBackend(fp32.spec, fp32.model, fp32.weights, torch.device("cpu"), torch.bfloat16)
+    wav = make_audio(fp32.spec, 1.0, 12)[None]
+    want = fp32.encode(wav).latents
+    assert np.array_equal(bf16.encode(wav, full_precision=True).latents, want)
+    assert not np.array_equal(bf16.encode(wav).latents, want)  # the flag, not the input, made the difference
+
+
+def test_concurrent_calls_equal_sequential_ones() -> None:
+    """The batcher's workers call one backend from several threads at once."""
+    backend = cached_backend("encodec_48khz")
+    spec = backend.spec
+    batches = [np.stack([make_audio(spec, 1.0, seed), make_audio(spec, 1.0, seed + 1)]) for seed in range(6)]
+    want = [backend.encode(batch).latents for batch in batches]
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda batch: backend.encode(batch).latents, batches))
+    for g, w in zip(got, want, strict=True):
+        assert relative_error(g, w) <= 1e-6
+
+
+def test_workers_divide_the_cores_among_them() -> None:
+    before = torch.get_num_threads()
+    try:
+        load_backend("torch", BackendOptions(model="encodec_24khz", weights="random", threads=2, workers=2))
+        assert torch.get_num_threads() == 1
+        load_backend("torch", BackendOptions(model="encodec_24khz", weights="random", threads=4, workers=3))
+        assert torch.get_num_threads() == 1
+        load_backend("torch", BackendOptions(model="encodec_24khz", weights="random", threads=4, workers=2))
+        assert torch.get_num_threads() == 2
+        load_backend("torch", BackendOptions(model="encodec_24khz", weights="random"))  # all cores again
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -277,6 +314,20 @@ def test_random_weights_are_reproducible_and_distinct() -> None:
         assert not first.pretrained and first.warning and "RANDOM-INIT WEIGHTS" in first.warning
         fingerprints.add(first.fingerprint)
     assert len(fingerprints) == len(MODELS)
+
+
+def test_random_weights_do_not_depend_on_the_thread_count() -> None:
+    """Replicas started with different --threads / --workers must share one embedding space."""
+    before = torch.get_num_threads()
+    try:
+        seen = set()
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            seen.add(load_model("encodec_48khz", "random")[1].fingerprint)
+            assert torch.get_num_threads() == threads  # restored after the single-threaded build
+        assert len(seen) == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_checkpoint_directory_loads_and_is_verified(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
