@@ -55,6 +55,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "weights": RANDOM_NOTE,
@@ -216,6 +217,37 @@ def cut_fragments(recordings: list[Path], folder: Path, seconds: float) -> list[
 # ---- a server subprocess -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A backend configuration named on the command line: ``BACKEND[-PRECISION][-wWORKERS]``, e.g.
+    ``torch``, ``torch-bf16``, ``torch-w2`` (two batcher workers), ``torch-fp16-w2``, ``onnx``."""
+
+    name: str
+    backend: str
+    precision: str = "fp32"
+    workers: int = 1
+
+    @classmethod
+    def parse(cls, name: str) -> Variant:
+        backend, *parts = name.split("-")
+        precision, workers = "fp32", 1
+        for part in parts:
+            if part[:1] == "w" and part[1:].isdigit():
+                workers = int(part[1:])
+            elif part in ("fp32", "bf16", "fp16"):
+                precision = part
+            else:
+                raise ValueError(f"{name!r}: expected BACKEND[-fp32|bf16|fp16][-wN], e.g. torch-bf16-w2")
+        return cls(name, backend, precision, workers)
+
+    def serve_args(self) -> list[str]:
+        return ["--backend", self.backend, "--precision", self.precision, "--workers", str(self.workers)]
+
+
+def variants(text: str) -> list[Variant]:
+    return [Variant.parse(name) for name in text.split(",") if name]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -314,6 +346,8 @@ def _jsonable(value: object) -> object:
         return value.item()
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, Variant):
+        return value.name
     raise TypeError(type(value).__name__)
 
 

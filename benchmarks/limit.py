@@ -16,6 +16,11 @@
 
     python benchmarks/limit.py --quick    # CI: 48 kHz only, fewer repeats
     python benchmarks/limit.py
+    python benchmarks/limit.py --device cuda --backends torch,torch-fp16,torch-bf16 --batch-seconds 256
+
+On CUDA the peak is the GPU's: ``torch.mm`` of n = 8192 in IEEE fp32, bf16 and fp16 (tensor cores),
+and each backend is compared with the peak of its own precision; "CPU-bound" compares with the host
+CPU-seconds the calls took (the host work that feeds the GPU).
 
 Weights are random-init (the same FLOPs as the trained ones).
 """
@@ -25,10 +30,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from common import SCRATCH, Meter, machine_info, print_table, save_figure, write_json
+from common import SCRATCH, Meter, Variant, machine_info, print_table, save_figure, write_json
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
@@ -94,6 +100,23 @@ def torch_gemm(dtype: torch.dtype, threads: int, n: int, repeats: int) -> float:
         torch.set_num_threads(before)
 
 
+def cuda_gemm(dtype: torch.dtype, n: int, repeats: int) -> float:
+    """Best GFLOP/s of an n x n x n ``torch.mm`` on the GPU (fp32 in IEEE mode, TF32 off)."""
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    a, b = (torch.randn(n, n, device="cuda").to(dtype) for _ in range(2))
+
+    def call() -> None:
+        torch.mm(a, b)
+        torch.cuda.synchronize()
+
+    return _best(call, 2 * n**3, repeats)
+
+
+def cuda_peaks(repeats: int) -> dict[str, float]:
+    return {f"cuda_{name}": max(cuda_gemm(dtype, n, repeats) for n in (4096, 8192))
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16))}
+
+
 def ort_gemm(threads: int, n: int, repeats: int) -> float:
     """Best GFLOP/s of an n x n x n fp32 ``MatMul`` in ONNX Runtime (MLAS)."""
     import onnxruntime as ort
@@ -127,18 +150,20 @@ def gemm_peaks(cores: int, repeats: int) -> dict[str, float]:
 # ---- backend throughput --------------------------------------------------------------------------------
 
 
-def load(kind: str, model: str):  # type: ignore[no-untyped-def]
+def load(kind: str, model: str, device: str):  # type: ignore[no-untyped-def]
     from sonovec.models import BackendOptions, load_backend
 
-    backend, _, precision = kind.partition("-")
-    options = BackendOptions(model=model, weights="random", precision=precision or "fp32",
-                             cache_dir=str(SCRATCH / "data" / "models"))
-    return load_backend(backend, options)
+    variant = Variant.parse(kind)
+    options = BackendOptions(model=model, weights="random", precision=variant.precision, device=device,
+                             workers=variant.workers, cache_dir=str(SCRATCH / "data" / "models"))
+    return load_backend(variant.backend, options)
 
 
-def throughput(backend, stage: str, batch_seconds: float, repeats: int) -> dict:  # type: ignore[no-untyped-def]
+def throughput(backend, stage: str, batch_seconds: float, repeats: int,  # type: ignore[no-untyped-def]
+               workers: int = 1) -> dict:
     """Audio seconds per second of ``stage`` (encode or decode) on a batch of full windows holding
-    ``batch_seconds`` of audio (the service's batch budget): 16 x 1 s (48 kHz), 2 x 10 s (24 kHz)."""
+    ``batch_seconds`` of audio (the service's batch budget): 16 x 1 s (48 kHz), 2 x 10 s (24 kHz).
+    ``workers`` such calls run at once, from as many threads (the batcher's ``--workers``)."""
     spec = backend.spec
     batch = max(1, round(batch_seconds * spec.sample_rate / spec.window))
     shape = (batch, spec.channels, spec.window)
@@ -146,9 +171,11 @@ def throughput(backend, stage: str, batch_seconds: float, repeats: int) -> dict:
     encoded = backend.encode(audio)
     codes = backend.quantize(encoded.latents, spec.bandwidths[1])
     if stage == "encoder":
-        call = lambda: backend.encode(audio)  # noqa: E731
+        one = lambda: backend.encode(audio)  # noqa: E731
     else:
-        call = lambda: backend.decode(codes, encoded.scales)  # noqa: E731
+        one = lambda: backend.decode(codes, encoded.scales)  # noqa: E731
+    pool = ThreadPoolExecutor(workers)
+    call = lambda: list(pool.map(lambda _: one(), range(workers)))  # noqa: E731
     call()  # warm-up
     walls, cpus, meters = [], [], []
     for _ in range(repeats):
@@ -157,7 +184,8 @@ def throughput(backend, stage: str, batch_seconds: float, repeats: int) -> dict:
         walls.append(meter.result.wall_s)  # type: ignore[union-attr]
         cpus.append(meter.result.cpu_s)  # type: ignore[union-attr]
         meters.append(meter.result)
-    seconds = batch * spec.window / spec.sample_rate
+    pool.shutdown()
+    seconds = workers * batch * spec.window / spec.sample_rate
     return {
         "x_realtime": seconds / float(np.median(walls)), "x_realtime_best": seconds / min(walls),
         "x_per_cpu_s": seconds / float(np.median(cpus)),
@@ -166,21 +194,25 @@ def throughput(backend, stage: str, batch_seconds: float, repeats: int) -> dict:
     }
 
 
-def measure_backends(args: argparse.Namespace, flops: dict, core_peak: float) -> list[dict]:
+def measure_backends(args: argparse.Namespace, flops: dict, peaks: dict, core_peak: float) -> list[dict]:
     rows = []
     jobs = [(m, k, s) for m in args.models for k in args.backends for s in ("encoder", "decoder")
             if not (s == "decoder" and k.endswith("bf16") and args.quick)]
     for model, kind, stage in tqdm(jobs, desc="backends", unit="run"):
-        backend = load(kind, model)
-        r = throughput(backend, stage, args.batch_seconds, args.repeats)
+        backend = load(kind, model, args.device)
+        r = throughput(backend, stage, args.batch_seconds, args.repeats, Variant.parse(kind).workers)
         gflop = flops[model][stage]
+        # CPU: all cores at the fp32 peak; CUDA: the GPU's peak in the backend's precision.
+        limit = args.cores * core_peak
+        if args.device == "cuda":
+            limit = peaks[f"cuda_{Variant.parse(kind).precision}"]
         r.update({
             "model": model, "backend": kind, "stage": stage, "gflop_per_audio_s": gflop,
             "gflops_wall": r["x_realtime"] * gflop, "gflops_per_cpu_s": r["x_per_cpu_s"] * gflop,
-            "limit_x": args.cores * core_peak / gflop,
+            "limit_x": limit / gflop,
         })
-        r["fraction_of_peak"] = r["gflops_wall"] / (args.cores * core_peak)
-        r["fraction_cpu_bound"] = r["gflops_per_cpu_s"] / core_peak
+        r["fraction_of_peak"] = r["gflops_wall"] / limit
+        r["fraction_cpu_bound"] = r["gflops_per_cpu_s"] / (limit if args.device == "cuda" else core_peak)
         rows.append(r)
         if hasattr(backend, "close"):
             backend.close()
@@ -210,7 +242,7 @@ def plot(rows: list[dict], peak: float, name: str) -> None:
             label="wall clock (measured)")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    ax.axvline(1.0, color="red", ls="--", label=f"fp32 GEMM peak, {peak:.0f} GFLOP/s per core")
+    ax.axvline(1.0, color="red", ls="--", label=f"GEMM peak (CPU fp32: {peak:.0f} GFLOP/s per core)")
     ax.set_xlabel("model GFLOP/s as a fraction of the measured fp32 GEMM peak")
     ax.legend(fontsize=7, loc="lower right")
     save_figure(name, fig)
@@ -223,6 +255,8 @@ def main() -> None:
     parser.add_argument("--backends", type=lambda s: s.split(","), default=["torch", "torch-bf16", "onnx"])
     parser.add_argument("--batch-seconds", type=float, default=16.0, help="Audio per call, in full windows.")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the GPU's peak is measured then).")
+    parser.add_argument("--name", default=None, help="Results file name (default limit[_quick][_cuda]).")
     args = parser.parse_args()
     if args.quick:
         args.models, args.backends, args.repeats = ["encodec_48khz"], ["torch", "onnx"], 2
@@ -239,11 +273,14 @@ def main() -> None:
         flops[model] = count_flops(load_model(model, "random")[0], spec.sample_rate, spec.channels)
     peaks = gemm_peaks(args.cores, 3 if args.quick else 10)
     peak = max(v for k, v in peaks.items() if "fp32" in k and k.endswith("_1t"))  # per core
+    if args.device == "cuda":
+        peaks.update(cuda_peaks(3 if args.quick else 10))
     print("GFLOP per audio-second:", {m: {k: round(v, 3) for k, v in f.items()} for m, f in flops.items()})
     print("GEMM peak GFLOP/s:", {k: round(v) for k, v in peaks.items()})
-    rows = measure_backends(args, flops, peak)
+    rows = measure_backends(args, flops, peaks, peak)
     table = print_table(rows, COLUMNS)
-    name = "limit_quick" if args.quick else "limit"
+    suffix = "_cuda" if args.device == "cuda" else ""
+    name = args.name or ("limit_quick" if args.quick else "limit") + suffix
     write_json(name, {"machine": info, "args": vars(args), "flops_g_per_audio_s": flops,
                       "gemm_peak_gflops": peaks, "rows": rows, "table": table})
     plot(rows, peak, name)

@@ -43,12 +43,14 @@ from common import (
     Measurement,
     Meter,
     Server,
+    Variant,
     cut_fragments,
     grpc_client_available,
     machine_info,
     make_corpus,
     print_table,
     save_figure,
+    variants,
     write_json,
 )
 from tqdm import tqdm
@@ -61,7 +63,8 @@ MODEL = "encodec_48khz"
 # ---- (a) the study's per-file loop -------------------------------------------------------------------
 
 
-def study_loop(paths: list[Path], fragment_s: float, model: torch.nn.Module) -> list[np.ndarray]:
+def study_loop(paths: list[Path], fragment_s: float, model: torch.nn.Module,
+               device: str = "cpu") -> list[np.ndarray]:
     """What a researcher writes with the encodec package: one file at a time, ``model.encode``,
     the latents of its codes pooled. (encodec's ``convert_audio`` needs torchaudio, which does not
     load with this torch; soxr stands in for its resampler.)"""
@@ -71,11 +74,11 @@ def study_loop(paths: list[Path], fragment_s: float, model: torch.nn.Module) -> 
             wav = f.read(int(fragment_s * f.samplerate), dtype="float32", always_2d=True)  # [T, C]
             rate = f.samplerate
         wav = soxr.resample(wav, rate, model.sample_rate, quality="HQ").T  # [C, T]
-        x = torch.from_numpy(np.ascontiguousarray(wav))[None]
+        x = torch.from_numpy(np.ascontiguousarray(wav))[None].to(device)
         with torch.no_grad():
             frames = model.encode(x)
             latents = torch.cat([model.quantizer.decode(codes.transpose(0, 1)) for codes, _ in frames], -1)
-        vectors.append(latents.mean(-1)[0].numpy())
+        vectors.append(latents.mean(-1)[0].cpu().numpy())
     return vectors
 
 
@@ -88,28 +91,30 @@ class Loop:
     name = "loop"
     pids: list[int] = []
 
-    def __init__(self) -> None:
+    def __init__(self, device: str) -> None:
         from sonovec.models.weights import load_model
 
-        self.model, _ = load_model(MODEL, "random")
+        self.device = "cuda" if device == "cuda" else "cpu"
+        self.model = load_model(MODEL, "random")[0].to(self.device)
         self.model.set_target_bandwidth(6.0)
 
     def warm_up(self, recordings: list[Path], fragments: list[Path]) -> None:
-        study_loop(recordings[:1], 1.0, self.model)
+        study_loop(recordings[:1], 1.0, self.model, self.device)
 
     def run(self, recordings: list[Path], fragments: list[Path], fragment_s: float, tag: str) -> None:
-        study_loop(recordings, fragment_s, self.model)
+        study_loop(recordings, fragment_s, self.model, self.device)
 
     def close(self) -> None:
         pass
 
 
-def settings(backend: str, precision: str = "fp32", **extra: object):  # type: ignore[no-untyped-def]
+def settings(variant: Variant, device: str, batch_seconds: float):  # type: ignore[no-untyped-def]
     from sonovec.server.settings import Settings
 
-    return Settings(backend=backend, precision=precision, weights="random", models=[MODEL], grpc_port=0,
-                    max_wait_ms=20.0, cache_entries=0, data_dir=SCRATCH / "data", log_level="warning",
-                    **extra)
+    return Settings(backend=variant.backend, precision=variant.precision, workers=variant.workers,
+                    device=device, max_batch_seconds=batch_seconds, weights="random", models=[MODEL],
+                    grpc_port=0, max_wait_ms=20.0, cache_entries=0, data_dir=SCRATCH / "data",
+                    log_level="warning")
 
 
 class Extract:
@@ -118,12 +123,12 @@ class Extract:
 
     pids: list[int] = []
 
-    def __init__(self, backend_spec: str) -> None:
+    def __init__(self, variant: Variant, args: argparse.Namespace) -> None:
         from sonovec.server.core import Service
 
-        backend, _, precision = backend_spec.partition("-")
-        self.name = f"extract/{backend_spec}"
-        self.service = Service.from_settings(settings(backend, precision or "fp32"))
+        self.name = f"extract/{variant.name}"
+        self.concurrency = args.concurrency
+        self.service = Service.from_settings(settings(variant, args.device, args.batch_seconds))
         self.service.start()  # loads (and on a first run exports) the model: not timed
 
     def warm_up(self, recordings: list[Path], fragments: list[Path]) -> None:
@@ -139,7 +144,7 @@ class Extract:
         for path in recordings:
             (work / "in" / path.name).symlink_to(path.resolve())
         options = ExtractOptions(input=work / "in", output=work / "out", fragment_seconds=fragment_s,
-                                 progress=False)
+                                 concurrency=self.concurrency, progress=False)
         if asyncio.run(_extract(self.service, options)):
             raise RuntimeError(f"{self.name} failed; see {work / 'out' / 'errors.jsonl'}")
 
@@ -151,9 +156,9 @@ class Served:
     """(c) The running service (a ``sonovec serve`` subprocess), fragment files uploaded by
     ``concurrency`` clients at once over one transport."""
 
-    def __init__(self, server: Server, backend: str, transport: str, concurrency: int) -> None:
+    def __init__(self, server: Server, variant: Variant, transport: str, concurrency: int) -> None:
         self.url = server.url if transport == "rest" else server.grpc_url
-        self.name = f"serve/{backend}/{transport}"
+        self.name = f"serve/{variant.name}/{transport}"
         self.concurrency = concurrency
         self.pids = [server.proc.pid]  # type: ignore[union-attr]
 
@@ -231,15 +236,16 @@ def measure_fragment(methods: list, corpus: list[Path], fragments: list[Path], f
 def measure(args: argparse.Namespace, corpus: list[Path]) -> list[dict]:
     grpc = grpc_client_available() and not args.no_grpc
     with contextlib.ExitStack() as stack:
-        methods: list = [Loop()] if "loop" in args.methods else []
-        for spec in args.extract:
-            methods.append(stack.enter_context(contextlib.closing(Extract(spec))))
-        for backend in args.serve:
-            log = SCRATCH / f"serve-{backend}.log"
+        methods: list = [Loop(args.device)] if "loop" in args.methods else []
+        for variant in args.extract:
+            methods.append(stack.enter_context(contextlib.closing(Extract(variant, args))))
+        for variant in args.serve:
+            log = SCRATCH / f"serve-{variant.name}.log"
             server = stack.enter_context(Server(
-                "--backend", backend, "--weights", "random", "--models", MODEL, "--data-dir",
-                str(SCRATCH / "data"), "--cache-entries", "0", grpc=grpc, log=log))
-            methods += [Served(server, backend, t, args.concurrency) for t in ("rest", "grpc")[: 1 + grpc]]
+                *variant.serve_args(), "--device", args.device,
+                "--max-batch-seconds", str(args.batch_seconds), "--weights", "random", "--models", MODEL,
+                "--data-dir", str(SCRATCH / "data"), "--cache-entries", "0", grpc=grpc, log=log))
+            methods += [Served(server, variant, t, args.concurrency) for t in ("rest", "grpc")[: 1 + grpc]]
         rows = []
         for fragment_s in args.fragments:
             where = SCRATCH / f"fragments-{len(corpus)}x{args.seconds:g}s-{fragment_s:g}s"
@@ -293,11 +299,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=180.0, help="Length of each generated recording.")
     parser.add_argument("--fragments", type=lambda s: [float(x) for x in s.split(",")], default=[10.0, 60.0])
     parser.add_argument("--methods", default="loop", help="'loop' includes the study's loop; '' skips it.")
-    parser.add_argument("--extract", type=lambda s: [x for x in s.split(",") if x], default=["torch", "onnx"],
-                        help="Backends for sonovec extract: torch, torch-bf16, onnx.")
-    parser.add_argument("--serve", type=lambda s: [x for x in s.split(",") if x], default=["onnx"],
-                        help="Backends for the served runs.")
-    parser.add_argument("--concurrency", type=int, default=8, help="Requests in flight (served runs).")
+    parser.add_argument("--extract", type=variants, default=variants("torch,onnx"),
+                        help="Backends for sonovec extract, BACKEND[-PRECISION][-wWORKERS]: torch, "
+                        "torch-bf16, torch-w2, torch-fp16-w2, onnx, ...")
+    parser.add_argument("--serve", type=variants, default=variants("onnx"),
+                        help="Backends for the served runs (same form).")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: every method, the loop included.")
+    parser.add_argument("--concurrency", type=int, default=8,
+                        help="Files in flight: requests (served runs) and sonovec extract's --concurrency.")
+    parser.add_argument("--batch-seconds", type=float, default=16.0,
+                        help="The service's --max-batch-seconds (a GPU wants 128-512).")
     parser.add_argument("--rounds", type=int, default=4,
                         help="Each method does 1/rounds of the files per round (load changes hit all alike).")
     parser.add_argument("--no-grpc", action="store_true")
