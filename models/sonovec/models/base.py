@@ -20,6 +20,7 @@ latent frames are then dropped::
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -91,6 +92,14 @@ def plan_windows(spec: ModelSpec, num_samples: int) -> list[Window]:
         context = min(spec.context, start)
         windows.append(Window(start, min(spec.window, num_samples - start), context))
     return windows
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

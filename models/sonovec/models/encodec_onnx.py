@@ -32,7 +32,7 @@ import numpy as np
 import onnxruntime as ort
 
 from sonovec.models import onnx_export
-from sonovec.models.base import BackendOptions, Encoded, ModelSpec, WeightsInfo
+from sonovec.models.base import BackendOptions, Encoded, ModelSpec, WeightsInfo, cpu_count
 from sonovec.models.encodec_torch import _check_audio, _check_codes, _check_latents
 
 logger = logging.getLogger(__name__)
@@ -41,13 +41,6 @@ logger = logging.getLogger(__name__)
 def default_cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(root) / "sonovec"
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def resolve_providers(device: str) -> tuple[str, list]:

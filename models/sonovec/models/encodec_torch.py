@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from sonovec.models.base import BackendOptions, Encoded, ModelSpec, WeightsInfo
+from sonovec.models.base import BackendOptions, Encoded, ModelSpec, WeightsInfo, cpu_count
 from sonovec.models.weights import load_model
 
 if TYPE_CHECKING:
@@ -68,13 +67,13 @@ class TorchBackend:
     On CUDA each calling thread gets its own stream, inputs go up from pinned (page-locked) host
     memory and outputs come down into it with non-blocking copies, and a call waits only for its own
     stream: with two workers one batch is stacked, copied and launched while the other computes.
-    On CPU, ``threads`` intra-op threads serve every call (process-wide in torch); with several
-    workers give each call one thread (``--workers 2 --threads 1``).
+    On CPU, ``threads`` cores (0: all) are divided among the workers as torch's intra-op threads
+    (process-wide in torch: one backend per process).
 
     Reduced precision (``bf16``/``fp16`` autocast) applies to embeddings and decoding; latents that
     will be quantized are computed in fp32 (``encode(..., full_precision=True)``), since bf16 flips
     about 4 % of the codes at 3 kbps and 17 % at 24 kbps.
-"""
+    """
 
     kind = "torch"
 
@@ -102,7 +101,7 @@ class TorchBackend:
         autocast_dtype = resolve_precision(options.precision, device)
         if device.type == "cpu":
             # `threads` cores (0: all) shared by the workers: each call gets its part.
-            cores = options.threads or len(os.sched_getaffinity(0))
+            cores = options.threads or cpu_count()
             torch.set_num_threads(max(1, cores // options.workers))  # process-wide: one backend per process
         elif options.threads:
             torch.set_num_threads(options.threads)  # host-side ops of a CUDA backend
