@@ -150,10 +150,9 @@ def gemm_peaks(cores: int, repeats: int) -> dict[str, float]:
 # ---- backend throughput --------------------------------------------------------------------------------
 
 
-def load(kind: str, model: str, device: str):  # type: ignore[no-untyped-def]
+def load(variant: Variant, model: str, device: str):  # type: ignore[no-untyped-def]
     from sonovec.models import BackendOptions, load_backend
 
-    variant = Variant.parse(kind)
     options = BackendOptions(model=model, weights="random", precision=variant.precision, device=device,
                              workers=variant.workers, cache_dir=str(SCRATCH / "data" / "models"))
     return load_backend(variant.backend, options)
@@ -199,13 +198,14 @@ def measure_backends(args: argparse.Namespace, flops: dict, peaks: dict, core_pe
     jobs = [(m, k, s) for m in args.models for k in args.backends for s in ("encoder", "decoder")
             if not (s == "decoder" and k.endswith("bf16") and args.quick)]
     for model, kind, stage in tqdm(jobs, desc="backends", unit="run"):
-        backend = load(kind, model, args.device)
-        r = throughput(backend, stage, args.batch_seconds, args.repeats, Variant.parse(kind).workers)
+        variant = Variant.parse(kind)
+        backend = load(variant, model, args.device)
+        r = throughput(backend, stage, args.batch_seconds, args.repeats, variant.workers)
         gflop = flops[model][stage]
         # CPU: all cores at the fp32 peak; CUDA: the GPU's peak in the backend's precision.
         limit = args.cores * core_peak
         if args.device == "cuda":
-            limit = peaks[f"cuda_{Variant.parse(kind).precision}"]
+            limit = peaks[f"cuda_{variant.precision}"]
         r.update({
             "model": model, "backend": kind, "stage": stage, "gflop_per_audio_s": gflop,
             "gflops_wall": r["x_realtime"] * gflop, "gflops_per_cpu_s": r["x_per_cpu_s"] * gflop,

@@ -94,7 +94,7 @@ class Loop:
     def __init__(self, device: str) -> None:
         from sonovec.models.weights import load_model
 
-        self.device = "cuda" if device == "cuda" else "cpu"
+        self.device = device
         self.model = load_model(MODEL, "random")[0].to(self.device)
         self.model.set_target_bandwidth(6.0)
 

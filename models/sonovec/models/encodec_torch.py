@@ -144,15 +144,16 @@ class TorchBackend:
         # caching host allocator keeps the buffer until the copy has finished, then reuses it.
         return host.pin_memory().to(self._device, dtype, non_blocking=True)
 
-    def _numpy(self, tensor: torch.Tensor, dtype: type) -> np.ndarray:
-        if tensor.is_floating_point():
-            tensor = tensor.float()  # autocast leaves bf16/fp16, which numpy cannot hold
+    def _numpy(self, *tensors: torch.Tensor, dtype: type) -> list[np.ndarray]:
+        """The tensors as numpy arrays of ``dtype``; on CUDA all copies are queued, then one wait."""
+        tensors = tuple(t.float() if t.is_floating_point() else t for t in tensors)  # autocast: bf16/fp16
         if not self._cuda:
-            return tensor.detach().numpy().astype(dtype, copy=False)
-        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-        host.copy_(tensor, non_blocking=True)
+            return [t.detach().numpy().astype(dtype, copy=False) for t in tensors]
+        hosts = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+        for host, tensor in zip(hosts, tensors, strict=True):
+            host.copy_(tensor, non_blocking=True)
         torch.cuda.current_stream(self._device).synchronize()  # this thread's stream only
-        return host.numpy().astype(dtype, copy=True)  # out of pinned memory: results live on
+        return [host.numpy().astype(dtype, copy=True) for host in hosts]  # out of pinned memory
 
     @torch.inference_mode()
     def encode(self, audio: np.ndarray, *, full_precision: bool = False) -> Encoded:
@@ -176,7 +177,8 @@ class TorchBackend:
             scale = torch.ones(x.shape[0], 1, 1, device=self._device)
         with self._autocast(full_precision):
             latents = self.model.encoder(x)
-        return Encoded(self._numpy(latents, np.float32), self._numpy(scale.reshape(-1), np.float32))
+        latents_np, scales_np = self._numpy(latents, scale.reshape(-1), dtype=np.float32)
+        return Encoded(latents_np, scales_np)
 
     @torch.inference_mode()
     def quantize(self, latents: np.ndarray, bandwidth: float) -> np.ndarray:
@@ -191,7 +193,7 @@ class TorchBackend:
             codes = self.model.quantizer.encode(emb, self.model.frame_rate, bandwidth)  # [K, B, F]
             if codes.shape[0] != num_codebooks:
                 raise RuntimeError(f"quantizer used {codes.shape[0]} codebooks, spec says {num_codebooks}")
-            return self._numpy(codes.transpose(0, 1), np.int64)
+            return self._numpy(codes.transpose(0, 1), dtype=np.int64)[0]
 
     @torch.inference_mode()
     def decode(self, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -205,7 +207,7 @@ class TorchBackend:
             audio = audio.float()
             if self.spec.normalize:
                 audio = audio * self._tensor(scales, torch.float32).view(-1, 1, 1)
-            return self._numpy(audio, np.float32)
+            return self._numpy(audio, dtype=np.float32)[0]
 
 
 def _check_geometry(spec: ModelSpec, model: EncodecModel) -> None:
