@@ -124,12 +124,13 @@ class Extract:
     pids: list[int] = []
 
     def __init__(self, variant: Variant, args: argparse.Namespace) -> None:
-        from sonovec.server.core import Service
+        from sonovec.server.runtime import Runtime
 
         self.name = f"extract/{variant.name}"
         self.concurrency = args.concurrency
-        self.service = Service.from_settings(settings(variant, args.device, args.batch_seconds))
-        self.service.start()  # loads (and on a first run exports) the model: not timed
+        # loads (and on a first run exports) the model: not timed
+        self.runtime = Runtime(settings(variant, args.device, args.batch_seconds)).start_sync()
+        self.service = self.runtime.service
 
     def warm_up(self, recordings: list[Path], fragments: list[Path]) -> None:
         self.run(recordings[:1], fragments[:1], 1.0, "warm-up")
@@ -149,7 +150,7 @@ class Extract:
             raise RuntimeError(f"{self.name} failed; see {work / 'out' / 'errors.jsonl'}")
 
     def close(self) -> None:
-        self.service.batcher.stop(timeout=60)
+        self.runtime.stop(timeout=60)
 
 
 class Served:

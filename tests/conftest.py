@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -11,29 +11,33 @@ from fakes import fake_settings
 
 from sonovec.server.core import Service
 from sonovec.server.http.app import create_app
+from sonovec.server.runtime import Runtime
 
 
 @pytest.fixture
-def make_service(tmp_path: Path) -> Iterator:
-    """Build and start services on the fake backend; each is drained at the end of the test."""
-    started: list[Service] = []
+def make_runtime(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
+    """Build and start runtimes on the fake backend; each is stopped at the end of the test."""
+    started: list[Runtime] = []
 
-    def make(**overrides: object) -> Service:
-        service = Service.from_settings(fake_settings(tmp_path, **overrides))
-        service.start()
-        started.append(service)
-        return service
+    def make(**overrides: object) -> Runtime:
+        runtime = Runtime(fake_settings(tmp_path, **overrides)).start_sync()
+        started.append(runtime)
+        return runtime
 
     yield make
-    for service in started:
-        if not service.draining:
-            service.batcher.stop(timeout=10)
+    for runtime in started:
+        runtime.stop(timeout=10)
 
 
 @pytest.fixture
-async def rest(make_service) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+def make_service(make_runtime: Callable[..., Runtime]) -> Callable[..., Service]:
+    """The core service of a runtime from ``make_runtime``."""
+    return lambda **overrides: make_runtime(**overrides).service
+
+
+@pytest.fixture
+async def rest(make_runtime: Callable[..., Runtime]) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process REST client over the fake backend (the same app ``sonovec serve`` runs)."""
-    service = make_service()
-    app = create_app(service.settings, service)
+    app = create_app(make_runtime())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sonovec") as client:
         yield client

@@ -16,6 +16,7 @@ from servers import ServerProcess
 from sonovec.client import AsyncClient, Client
 from sonovec.server.core import Service
 from sonovec.server.errors import SonovecError
+from sonovec.server.runtime import Runtime
 from sonovec.server.settings import Settings
 
 T = TypeVar("T")
@@ -41,10 +42,10 @@ class Reference:
     """The core service in process, with the live server's settings: what every transport must match."""
 
     def __init__(self, tmp: Path, **settings: Any) -> None:
-        self.service = Service.from_settings(
+        self.runtime = Runtime(
             Settings(backend="fake", weights="random", grpc_port=0, data_dir=tmp / "data", **settings)
-        )
-        self.service.start()
+        ).start_sync()
+        self.service = self.runtime.service
 
     def run(self, call: Callable[[Service], Awaitable[T]]) -> T:
         return asyncio.run(call(self.service))
@@ -57,7 +58,7 @@ class Reference:
         raise AssertionError("the core accepted what should fail")
 
     def close(self) -> None:
-        self.service.batcher.stop(timeout=10)
+        self.runtime.stop(timeout=10)
 
 
 @pytest.fixture(scope="session")

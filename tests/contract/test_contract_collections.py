@@ -41,12 +41,14 @@ def core_collection(reference: Reference) -> str:
     """The same collection, built by the core directly."""
     name = "contract-ref"
 
+    collections = reference.runtime.collections
+
     async def build(service) -> None:  # type: ignore[no-untyped-def]
-        await service.collections.create(name)
-        await service.collections.upsert(name, _core_items())
+        await collections.create(name)
+        await collections.upsert(name, _core_items())
         query = await service.embed(AudioSource(data=QUERY), EmbedOptions())
-        await service.collections.upsert(name, [spec.NewItem("q", query.vector)])
-        await service.collections.train_probe(name, "p", folds=2)
+        await collections.upsert(name, [spec.NewItem("q", query.vector)])
+        await collections.train_probe(name, "p", folds=2)
 
     reference.run(build)
     return name
@@ -55,7 +57,7 @@ def core_collection(reference: Reference) -> str:
 def test_collection_life_cycle(
     client: Client, transport: str, reference: Reference, core_collection: str
 ) -> None:
-    ref = reference.service.collections
+    ref = reference.runtime.collections
     name = f"contract-{transport}"
     created = client.collections.create(name, description="contract suite")
     assert (created.name, created.count, created.index.type, created.description) == (

@@ -19,8 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from servers import ServerProcess
 
 from sonovec.client import AsyncClient, Client, SonovecClientError
-from sonovec.server.core import Service
 from sonovec.server.grpc.server import GrpcServer
+from sonovec.server.runtime import Runtime
 from sonovec.server.settings import Settings
 
 from .conftest import API_KEY, TRANSPORTS, clip, url_of
@@ -39,8 +39,8 @@ async def _status(stub: health_pb2_grpc.HealthStub, service: str = "") -> int:
 
 async def test_health_follows_loading_and_draining(tmp_path: Path) -> None:
     settings = Settings(backend="fake", weights="random", grpc_port=0, data_dir=tmp_path, max_wait_ms=600)
-    holder: dict[str, Service] = {}
-    server = GrpcServer(settings, lambda: holder.get("service"))
+    runtime = Runtime(settings)
+    server = GrpcServer(runtime)
     await server.start()
     target = f"127.0.0.1:{server.port}"
     try:
@@ -61,9 +61,7 @@ async def test_health_follows_loading_and_draining(tmp_path: Path) -> None:
                 5.0,
             )
 
-            service = Service.from_settings(settings)
-            await asyncio.to_thread(service.start)
-            holder["service"] = service
+            await runtime.start()
             for _ in range(50):
                 if await _status(stub) == SERVING:
                     break
@@ -84,8 +82,7 @@ async def test_health_follows_loading_and_draining(tmp_path: Path) -> None:
             assert raised.value.kind == "unavailable"
     finally:
         await server.stop(0)
-        if "service" in holder:
-            holder["service"].batcher.stop(timeout=10)
+        await runtime.drain()
 
 
 def test_probe_prints_health_and_services(server: ServerProcess) -> None:

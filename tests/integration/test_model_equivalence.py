@@ -17,6 +17,7 @@ from fakes import fake_settings
 pytest.importorskip("torch")
 from sonovec.models.reference import reference_decode, reference_encode, reference_latents
 from sonovec.server.core import AudioSource, EmbedOptions, Service
+from sonovec.server.runtime import Runtime
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -36,10 +37,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Service:
         max_batch_seconds=8.0,
         cache_entries=0,
     )
-    svc = Service.from_settings(settings)
-    svc.start()
-    yield svc
-    svc.batcher.stop(timeout=30)
+    runtime = Runtime(settings).start_sync()
+    yield runtime.service
+    runtime.stop(timeout=30)
 
 
 def clips(model: str, sample_rate: int, channels: int) -> list[np.ndarray]:

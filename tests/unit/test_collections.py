@@ -14,16 +14,17 @@ import pytest
 from audiofiles import encode, tone
 from timbres import pitch_set, timbre_set
 
-from sonovec.server.collections import IndexSpec, NewItem, Query, SpaceClaim
+from sonovec.server.collections import IndexSpec, NewItem, Query, SpaceClaim, store_for
 from sonovec.server.collections.classify import knn_vote
 from sonovec.server.collections.index import VectorIndex
 from sonovec.server.collections.local import LocalStore
 from sonovec.server.collections.manager import Collections
 from sonovec.server.collections.spec import Hit
 from sonovec.server.collections.wal import WAL
-from sonovec.server.core import AudioSource, EmbedOptions, Service
+from sonovec.server.core import AudioSource, EmbedOptions
 from sonovec.server.errors import ErrorKind, SonovecError
 from sonovec.server.http.app import create_app
+from sonovec.server.runtime import Runtime
 from sonovec.server.settings import Settings
 
 DIM = 128
@@ -58,23 +59,24 @@ async def refused(kind: ErrorKind, call, *words: str) -> SonovecError:  # type: 
 
 
 @pytest.fixture
-async def service(make_service) -> AsyncIterator[Service]:  # type: ignore[no-untyped-def]
-    svc = make_service(snapshot_interval_s=3600)
-    yield svc
-    await svc.collections.close()
+async def runtime(make_runtime) -> AsyncIterator[Runtime]:  # type: ignore[no-untyped-def]
+    rt = make_runtime(snapshot_interval_s=3600)
+    yield rt
+    await rt.collections.close()
 
 
-def reopened(service: Service) -> Collections:
+def reopened(runtime: Runtime) -> Collections:
     """A second ``Collections`` on the same data directory, as after a crash (the first is
     never closed, so nothing is flushed or snapshotted on its way out)."""
-    return Collections(service)
+    settings = runtime.settings
+    return Collections(runtime.service, store_for(settings), max_recordings=settings.max_recordings)
 
 
 # ---- items and spaces ----
 
 
-async def test_create_list_drop_and_names(service: Service) -> None:
-    cols = service.collections
+async def test_create_list_drop_and_names(runtime: Runtime) -> None:
+    cols = runtime.collections
     info = await cols.create("songs", pooling="mean_std", description="test")
     assert info.space.dim == 2 * DIM and info.space.weights_fingerprint == "fake-encodec_48khz-0"
     assert info.index.kind == "flat" and info.count == 0
@@ -91,8 +93,8 @@ async def test_create_list_drop_and_names(service: Service) -> None:
     assert (await cols.info("songs")).count == 0
 
 
-async def test_upsert_get_delete_by_vector_and_audio(service: Service) -> None:
-    cols = service.collections
+async def test_upsert_get_delete_by_vector_and_audio(runtime: Runtime) -> None:
+    cols = runtime.collections
     await cols.create("c")
     rows = unit_rows(3)
     ids = await cols.upsert(
@@ -100,7 +102,7 @@ async def test_upsert_get_delete_by_vector_and_audio(service: Service) -> None:
     )
     assert ids == ["v0", "v1", "v2"]
     await cols.upsert("c", [NewItem("clip", audio=wav(), labels=("tone",), metadata={"file": "a.wav"})])
-    direct = await service.embed(wav(), EmbedOptions(pooling="mean"))
+    direct = await runtime.service.embed(wav(), EmbedOptions(pooling="mean"))
     item = await cols.get("c", "clip")
     np.testing.assert_array_equal(item.vector, direct.vector)
     assert item.labels == ("tone",) and item.metadata == {"file": "a.wav"}
@@ -115,8 +117,8 @@ async def test_upsert_get_delete_by_vector_and_audio(service: Service) -> None:
     assert (await cols.info("c")).count == 3
 
 
-async def test_bad_items_write_nothing(service: Service) -> None:
-    cols = service.collections
+async def test_bad_items_write_nothing(runtime: Runtime) -> None:
+    cols = runtime.collections
     await cols.create("c")
     good = NewItem("ok", unit_rows(1)[0])
     cases = [
@@ -135,8 +137,8 @@ async def test_bad_items_write_nothing(service: Service) -> None:
     assert (await cols.info("c")).count == 0
 
 
-async def test_other_embedding_spaces_are_refused(service: Service) -> None:
-    cols = service.collections
+async def test_other_embedding_spaces_are_refused(runtime: Runtime) -> None:
+    cols = runtime.collections
     await cols.create("c", pooling="mean_std")
     vector = unit_rows(1, 2 * DIM)[0]
     await cols.upsert(
@@ -153,21 +155,21 @@ async def test_other_embedding_spaces_are_refused(service: Service) -> None:
         ErrorKind.CONFLICT, cols.search("c", Query(vector=vector, space=SpaceClaim(pooling="mean")))
     )
     # the server now runs other weights: audio would land in another space
-    info = service.infos["encodec_48khz"]
-    service.infos["encodec_48khz"] = dataclasses.replace(info, weights_fingerprint="other-weights")
+    info = runtime.service.infos["encodec_48khz"]
+    runtime.service.infos["encodec_48khz"] = dataclasses.replace(info, weights_fingerprint="other-weights")
     try:
         await refused(ErrorKind.CONFLICT, cols.upsert("c", [NewItem("b", audio=wav())]), "other-weights")
         await refused(ErrorKind.CONFLICT, cols.search("c", Query(audio=wav())), "other-weights")
         assert len((await cols.search("c", Query(vector=vector))).hits) == 1  # vectors still answer
     finally:
-        service.infos["encodec_48khz"] = info
+        runtime.service.infos["encodec_48khz"] = info
 
 
 # ---- search ----
 
 
-async def test_search_by_vector_id_audio_with_label_filter(service: Service) -> None:
-    cols = service.collections
+async def test_search_by_vector_id_audio_with_label_filter(runtime: Runtime) -> None:
+    cols = runtime.collections
     await cols.create("c")
     rows = unit_rows(200)
     await cols.upsert(
@@ -198,8 +200,8 @@ async def test_search_by_vector_id_audio_with_label_filter(service: Service) -> 
 @pytest.mark.parametrize(
     "index", [IndexSpec(kind="hnsw", hnsw_m=16), IndexSpec(kind="ivf", nlist=16, nprobe=4)]
 )
-async def test_approximate_indexes_recall_and_per_call_parameters(service: Service, index: IndexSpec) -> None:
-    cols = service.collections
+async def test_approximate_indexes_recall_and_per_call_parameters(runtime: Runtime, index: IndexSpec) -> None:
+    cols = runtime.collections
     await cols.create("flat")
     await cols.create("approx", index=index)
     rows = unit_rows(1500, seed=1)
@@ -242,8 +244,8 @@ def test_hnsw_tombstones_are_compacted_by_a_rebuild() -> None:
     assert ids[0] == 2999 and scores[0] == pytest.approx(1.0, abs=1e-5)
 
 
-async def test_concurrent_searches_and_writes(service: Service) -> None:
-    cols = service.collections
+async def test_concurrent_searches_and_writes(runtime: Runtime) -> None:
+    cols = runtime.collections
     await cols.create("c", index=IndexSpec(kind="hnsw"))
     rows = unit_rows(600, seed=4)
     await cols.upsert("c", [NewItem(f"v{i}", rows[i]) for i in range(300)])
@@ -267,8 +269,8 @@ async def test_concurrent_searches_and_writes(service: Service) -> None:
 # ---- durability ----
 
 
-async def test_log_replay_after_a_crash_answers_the_same(service: Service) -> None:
-    cols = service.collections
+async def test_log_replay_after_a_crash_answers_the_same(runtime: Runtime) -> None:
+    cols = runtime.collections
     await cols.create("c", pooling="mean_std", index=IndexSpec(kind="flat"))
     rows = unit_rows(120, 2 * DIM, seed=5)
     for i in range(0, 100, 10):
@@ -283,7 +285,7 @@ async def test_log_replay_after_a_crash_answers_the_same(service: Service) -> No
     await cols.delete("c", ["v4"])
     before = [await cols.search("c", Query(vector=rows[i]), k=7) for i in range(0, 120, 11)]
 
-    after = reopened(service)  # the first was never closed: no final snapshot
+    after = reopened(runtime)  # the first was never closed: no final snapshot
     try:
         assert (await after.info("c")).count == 119
         for i, result in zip(range(0, 120, 11), before, strict=True):
@@ -295,8 +297,8 @@ async def test_log_replay_after_a_crash_answers_the_same(service: Service) -> No
         await after.close()
 
 
-async def test_torn_tail_and_ops_already_in_the_snapshot(service: Service, tmp_path: Path) -> None:
-    cols = service.collections
+async def test_torn_tail_and_ops_already_in_the_snapshot(runtime: Runtime, tmp_path: Path) -> None:
+    cols = runtime.collections
     await cols.create("c")
     rows = unit_rows(30, seed=6)
     await cols.upsert("c", [NewItem(f"v{i}", rows[i]) for i in range(20)])
@@ -309,7 +311,7 @@ async def test_torn_tail_and_ops_already_in_the_snapshot(service: Service, tmp_p
     await cols.upsert("c", [NewItem(f"v{i}", rows[i]) for i in range(20, 30)])
     tail = wal.read_bytes()
     wal.write_bytes(logged + tail + tail[:37])
-    after = reopened(service)
+    after = reopened(runtime)
     try:
         info = await after.info("c")
         assert info.count == 30  # no duplicates, nothing lost
@@ -319,7 +321,7 @@ async def test_torn_tail_and_ops_already_in_the_snapshot(service: Service, tmp_p
         await after.upsert("c", [NewItem("new", rows[0])])  # and the log goes on cleanly
     finally:
         await after.close()
-    again = reopened(service)
+    again = reopened(runtime)
     try:
         assert (await again.info("c")).count == 31
     finally:
@@ -349,8 +351,8 @@ async def _labelled(cols: Collections, name: str, clips: list[tuple[str, np.ndar
 
 
 @pytest.mark.parametrize("make_set", [timbre_set, pitch_set], ids=["timbre", "pitch"])
-async def test_knn_and_probe_recover_synthetic_labels(service: Service, make_set) -> None:  # type: ignore[no-untyped-def]
-    cols = service.collections
+async def test_knn_and_probe_recover_synthetic_labels(runtime: Runtime, make_set) -> None:  # type: ignore[no-untyped-def]
+    cols = runtime.collections
     rate = 48_000  # the model's rate: no resampling
     await cols.create("train", pooling="mean_std")
     await _labelled(cols, "train", make_set(60, rate, seed=1), rate)
@@ -371,8 +373,8 @@ async def test_knn_and_probe_recover_synthetic_labels(service: Service, make_set
     assert knn_acc >= 0.9 and probe_acc >= 0.9 and probe.cv_accuracy >= 0.9
 
 
-async def test_probes_are_versioned_persisted_and_checked(service: Service) -> None:
-    cols = service.collections
+async def test_probes_are_versioned_persisted_and_checked(runtime: Runtime) -> None:
+    cols = runtime.collections
     await cols.create("c")
     rows = two_clusters(40, seed=7)
     await cols.upsert("c", [NewItem(f"v{i}", rows[i], labels=("hi" if i < 20 else "lo",)) for i in range(40)])
@@ -393,7 +395,7 @@ async def test_probes_are_versioned_persisted_and_checked(service: Service) -> N
     )
     await refused(ErrorKind.NOT_FOUND, cols.classify_with_probe("c", "other", Query(vector=rows[0])))
     await refused(ErrorKind.INVALID, cols.train_probe("c", "one", classes=["hi"]), "at least 2 classes")
-    after = reopened(service)
+    after = reopened(runtime)
     try:
         assert [(p.name, p.version) for p in await after.probes("c")] == [("axis", 1), ("axis", 2)]
     finally:
@@ -404,8 +406,8 @@ async def test_probes_are_versioned_persisted_and_checked(service: Service) -> N
 
 
 @pytest.fixture
-async def client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(service.settings, service)
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sonovec") as c:
         yield c
 
@@ -509,10 +511,10 @@ async def test_knn_and_probe_through_real_encodec_random_weights(tmp_path: Path)
         models=["encodec_24khz"],
         data_dir=tmp_path / "data",
     )
-    service = await asyncio.to_thread(Service.from_settings, settings)
-    await asyncio.to_thread(service.start)
+    runtime = Runtime(settings)
+    await runtime.start()
     try:
-        cols, rate = service.collections, 24_000
+        cols, rate = runtime.collections, 24_000
         await cols.create("notes", pooling="mean_std")
         train = pitch_set(30, rate, seed=1, seconds=0.5)
         await _labelled(cols, "notes", train, rate)
@@ -528,4 +530,4 @@ async def test_knn_and_probe_through_real_encodec_random_weights(tmp_path: Path)
         )
         assert right / len(held_out) >= 0.6 and probe.cv_accuracy >= 0.6
     finally:
-        await service.aclose()
+        await runtime.drain()

@@ -13,6 +13,7 @@ from audiofiles import encode, tone
 from fakes import fake_settings
 
 from sonovec.server.http.app import create_app
+from sonovec.server.runtime import Runtime
 
 GOOD = encode(tone(1.5, 44_100, 2), 44_100, "wav")
 
@@ -123,9 +124,8 @@ BAD_INPUTS = [
 
 
 @pytest.fixture
-async def limited(make_service):  # type: ignore[no-untyped-def]
-    service = make_service(max_audio_seconds=2.0)
-    app = create_app(service.settings, service)
+async def limited(make_runtime):  # type: ignore[no-untyped-def]
+    app = create_app(make_runtime(max_audio_seconds=2.0))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         yield client
 
@@ -207,9 +207,8 @@ async def test_similarity_and_self_similarity_over_rest(rest) -> None:
     assert self_sim.status_code == 200 and len(self_sim.json()["matrix"]) == 3
 
 
-async def test_api_keys(make_service) -> None:
-    service = make_service(api_keys=["k1", "k2"])
-    app = create_app(service.settings, service)
+async def test_api_keys(make_runtime) -> None:
+    app = create_app(make_runtime(api_keys=["k1", "k2"]))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         denied = await client.get("/v1/models")
         assert denied.status_code == 401 and denied.json()["error"]["kind"] == "unauthenticated"
@@ -219,16 +218,15 @@ async def test_api_keys(make_service) -> None:
         assert (await client.get("/v1/health/ready")).status_code == 200  # probes need no key
 
 
-async def test_body_over_the_limit_is_refused_before_reading(make_service) -> None:
-    service = make_service(max_request_bytes=1000)
-    app = create_app(service.settings, service)
+async def test_body_over_the_limit_is_refused_before_reading(make_runtime) -> None:
+    app = create_app(make_runtime(max_request_bytes=1000))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         response = await client.post("/v1/embed", files={"audio": ("a.wav", GOOD)})
     assert response.status_code == 413 and "1000" in response.json()["error"]["allowed"]
 
 
 async def test_not_ready_is_503_with_retry_after(tmp_path) -> None:
-    app = create_app(fake_settings(tmp_path))  # no service yet: models still loading
+    app = create_app(Runtime(fake_settings(tmp_path)))  # not started: models still loading
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         response = await client.post("/v1/embed", files={"audio": ("a.wav", GOOD)})
         assert response.status_code == 503 and response.headers["retry-after"]

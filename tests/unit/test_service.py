@@ -199,9 +199,10 @@ async def test_a_failing_model_fails_its_requests_and_the_service_recovers(make_
     assert (await service.embed(wav(1.0), EmbedOptions())).vector.shape == (128,)
 
 
-async def test_draining_refuses_new_requests(make_service) -> None:
-    service = make_service()
-    await service.aclose()
+async def test_draining_refuses_new_requests(make_runtime) -> None:
+    runtime = make_runtime()
+    service = runtime.service
+    await runtime.drain()
     with pytest.raises(SonovecError) as err:
         await service.embed(wav(1.0), EmbedOptions())
     assert err.value.kind is ErrorKind.UNAVAILABLE

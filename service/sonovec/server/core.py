@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import soundfile
 
-from sonovec.models import Backend, BackendOptions, ModelSpec, load_backend, plan_windows
+from sonovec.models import Backend, ModelSpec, plan_windows
 from sonovec.server import pooling
 from sonovec.server.audio import (
     SUPPORTED_FORMATS,
@@ -36,7 +36,6 @@ from sonovec.server.cache import EmbeddingCache, cache_key
 from sonovec.server.engine import DecodeIn, EncodeIn, EncodeOut, Engine
 from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found, too_large
 from sonovec.server.metrics import Metrics
-from sonovec.server.redis_cache import default_cache
 from sonovec.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -208,13 +207,14 @@ class Service:
         settings: Settings,
         backends: dict[str, Backend],
         *,
-        metrics: Metrics | None = None,
-        cache: EmbeddingCache | None = None,
+        metrics: Metrics,
+        cache: EmbeddingCache,
     ) -> None:
+        """Built by the runtime (``sonovec.server.runtime``), which loads the backends and the cache."""
         self.settings = settings
         self.backends = backends
-        self.metrics = metrics or Metrics()
-        self.cache: EmbeddingCache = cache or default_cache(settings, self.metrics)
+        self.metrics = metrics
+        self.cache = cache
         self.infos = {name: model_info(b, settings.precision) for name, b in backends.items()}
         self.limits = AudioLimits(
             max_bytes=settings.max_request_bytes,
@@ -235,67 +235,22 @@ class Service:
             self.metrics.weights.labels(
                 info.name, info.backend, info.device, info.weights_fingerprint, str(info.pretrained).lower()
             ).set(1)
-        self.ready = False
         self.draining = False
-        from sonovec.server.collections import Collections  # collections build on this module
 
-        self.collections = Collections(self)
-
-    # ---- life cycle ----
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> Service:
-        """Load every configured model (slow: weights, maybe a download)."""
-        if settings.weights == "random" and not settings.allow_random_weights:
-            raise SonovecError(
-                ErrorKind.INVALID,
-                "refusing random-init weights: this deployment sets allow_random_weights=false",
-                field="weights",
-                allowed="a directory with the EnCodec checkpoints, or 'pretrained'",
-            )
-        backends = {}
-        for name in settings.models:
-            options = BackendOptions(
-                model=name,
-                weights=settings.weights,
-                device=settings.device,
-                precision=settings.precision,
-                threads=settings.threads,
-                workers=settings.workers,
-                cache_dir=str(settings.data_dir / "models"),
-                extra={"seconds_per_audio_second": str(settings.fake_seconds_per_audio_second)},
-            )
-            backend = load_backend(settings.backend, options)
-            if backend.weights.warning:
-                log.warning("%s: %s", name, backend.weights.warning)
-            log.info(
-                "loaded %s (%s on %s, weights %s)",
-                name,
-                backend.kind,
-                backend.device,
-                backend.weights.fingerprint,
-            )
-            backends[name] = backend
-        return cls(settings, backends, **kwargs)
+    # ---- life cycle (the runtime calls these) ----
 
     def start(self) -> None:
-        """Start the worker and warm every model up with one full window; then ready."""
+        """Start the batch workers and warm every model up with one full window."""
         self.batcher.start()
         for name, backend in self.backends.items():
             spec = backend.spec
             silence = np.zeros((spec.channels, spec.window), np.float32)
             self.engine(BatchKey(name, "encode"), [EncodeIn(silence, 0)])
-        self.ready = True
-        self.metrics.ready.set(1)
 
-    async def aclose(self) -> None:
-        """Drain: refuse new work, finish queued windows, release the cache."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Refuse new requests, let queued windows finish, stop the workers (blocking)."""
         self.draining = True
-        self.ready = False
-        self.metrics.ready.set(0)
-        await asyncio.to_thread(self.batcher.stop)
-        await self.collections.close()
-        await self.cache.close()
+        self.batcher.stop(timeout)
 
     # ---- lookups ----
 
@@ -310,6 +265,10 @@ class Service:
 
     def info(self, backend: Backend) -> ModelInfo:
         return self.infos[backend.spec.name]
+
+    def model(self, name: str | None) -> ModelInfo:
+        """What ``name`` (None: the default model) is, or NOT_FOUND: the embedder's side of collections."""
+        return self.info(self.backend(name))
 
     # ---- requests ----
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import SonovecError
+from sonovec.server.runtime import Runtime
 from sonovec.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -145,12 +146,8 @@ async def run_extract(settings: Settings, options: ExtractOptions) -> int:
     if not options.input.is_dir():
         raise SystemExit(f"sonovec extract: {options.input} is not a folder")
     options.output.mkdir(parents=True, exist_ok=True)
-    service = await asyncio.to_thread(Service.from_settings, settings)
-    await asyncio.to_thread(service.start)
-    try:
-        return await _extract(service, options)
-    finally:
-        await service.aclose()
+    async with Runtime(settings).running() as runtime:
+        return await _extract(runtime.service, options)
 
 
 async def _extract(service: Service, options: ExtractOptions) -> int:

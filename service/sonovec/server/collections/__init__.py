@@ -1,10 +1,10 @@
 """Named vector collections (FAISS), kNN classification and linear probes.
 
-``Collections`` (on ``service.collections``) is the API; the types it takes and returns are in
-``spec``. See docs/collections.md for the design, its guarantees and its limits.
+``Collections`` (built by the runtime: ``runtime.collections``) is the API; the types it takes
+and returns are in ``spec``. See docs/collections.md for the design, its guarantees and its limits.
 """
 
-from sonovec.server.collections.manager import Collections
+from sonovec.server.collections.manager import Collections, Embedder, Store, store_for
 from sonovec.server.collections.spec import (
     Classification,
     CollectionInfo,
@@ -23,6 +23,7 @@ __all__ = [
     "Classification",
     "CollectionInfo",
     "Collections",
+    "Embedder",
     "EmbeddingSpace",
     "Hit",
     "IndexSpec",
@@ -32,4 +33,6 @@ __all__ = [
     "Query",
     "SearchResult",
     "SpaceClaim",
+    "Store",
+    "store_for",
 ]

@@ -90,6 +90,9 @@ class LocalStore:
             log.info("collection %s: %d items (%d ops replayed from the log)",
                      info.name, len(state), replayed)
 
+    def check_available(self) -> None:
+        """Always available once open: the data is on local disk."""
+
     async def close(self) -> None:
         if self._writer is None:
             return

@@ -1,9 +1,10 @@
 """``Collections``: the core API for named vector collections, kNN classification and probes.
 
-It lives on the service (``service.collections``); REST and gRPC call these methods and only
-translate. Arguments and results are plain Python and numpy (``spec.py``). Audio goes through
-``Service.embed`` (so through the cache and the batcher), with the collection's own model,
-pooling and normalisation; the weights fingerprint of the result must be the collection's.
+The runtime builds it (``runtime.collections``); REST and gRPC call these methods and only
+translate. Arguments and results are plain Python and numpy (``spec.py``). Audio goes through the
+``Embedder`` it is given (the core service: so through the cache and the batcher), with the
+collection's own model, pooling and normalisation; the weights fingerprint of the result must be
+the collection's.
 
 Storage is a ``LocalStore`` (write-ahead log + snapshots under ``data_dir``) or, with
 ``--redis-url``, a ``RedisStore`` (Redis is the source of truth, every replica follows it).
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,10 +43,9 @@ from sonovec.server.collections.spec import (
     check_vector,
 )
 from sonovec.server.collections.state import CollectionState, Op
+from sonovec.server.core import AudioSource, EmbedOptions, EmbedResult, ModelInfo
 from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found
-
-if TYPE_CHECKING:
-    from sonovec.server.core import Service
+from sonovec.server.settings import Settings
 
 MAX_ITEMS_PER_WRITE = 1024
 
@@ -61,10 +61,18 @@ class Store(Protocol):
     async def write(self, state: CollectionState, ops: list[Op]) -> list[bool]: ...
     async def save_probe(self, collection: str, probe: dict[str, Any]) -> int: ...
     async def load_probes(self, collection: str) -> list[dict[str, Any]]: ...
+    def check_available(self) -> None:
+        """Raise UNAVAILABLE when the store cannot serve reads (Redis: never loaded yet)."""
 
 
-def store_for(service: Service) -> Store:
-    settings = service.settings
+class Embedder(Protocol):
+    """What collections need of the core: what a model is, and audio -> pooled vector."""
+
+    def model(self, name: str | None) -> ModelInfo: ...
+    async def embed(self, source: AudioSource, options: EmbedOptions) -> EmbedResult: ...
+
+
+def store_for(settings: Settings) -> Store:
     if settings.redis_url:
         from sonovec.server.collections.redis_store import RedisStore
 
@@ -86,9 +94,10 @@ async def _all_or_none(calls: list[Coroutine[Any, Any, np.ndarray]]) -> list[np.
 
 
 class Collections:
-    def __init__(self, service: Service, store: Store | None = None) -> None:
-        self._service = service
-        self.store: Store = store or store_for(service)
+    def __init__(self, embedder: Embedder, store: Store, *, max_recordings: int) -> None:
+        self._embedder = embedder
+        self.store = store
+        self._max_recordings = max_recordings
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         self._training = asyncio.Semaphore(1)
@@ -115,9 +124,7 @@ class Collections:
 
     async def _ready(self) -> None:
         await self.open()
-        check = getattr(self.store, "check_available", None)  # Redis: loaded at least once
-        if check is not None:
-            check()
+        self.store.check_available()
 
     async def _state(self, name: str) -> CollectionState:
         await self._ready()
@@ -145,11 +152,10 @@ class Collections:
         if pooling not in pooling_ops.POOLINGS:
             raise invalid(f"unknown pooling {pooling!r}", field="pooling",
                           allowed=", ".join(pooling_ops.POOLINGS))
-        backend = self._service.backend(model)
-        spec = backend.spec
+        embedder = self._embedder.model(model)
         space = EmbeddingSpace(
-            model=spec.name, weights_fingerprint=backend.weights.fingerprint, pooling=pooling,
-            normalize=normalize, dim=spec.latent_dim * (2 if pooling == "mean_std" else 1),
+            model=embedder.name, weights_fingerprint=embedder.weights_fingerprint, pooling=pooling,
+            normalize=normalize, dim=embedder.latent_dim * (2 if pooling == "mean_std" else 1),
         )
         index = (index or IndexSpec()).check()
         info = CollectionInfo(name=name, space=space, index=index, description=description)
@@ -179,9 +185,9 @@ class Collections:
         if not 1 <= len(items) <= MAX_ITEMS_PER_WRITE:
             raise invalid(f"{len(items)} items", field="items", allowed=f"1 to {MAX_ITEMS_PER_WRITE} items")
         audio_count = sum(item.audio is not None for item in items)
-        if audio_count > self._service.settings.max_recordings:
+        if audio_count > self._max_recordings:
             raise invalid(f"{audio_count} recordings", field="items",
-                          allowed=f"at most {self._service.settings.max_recordings} recordings per request")
+                          allowed=f"at most {self._max_recordings} recordings per request")
         if space is not None:
             space.check(state.info.space)
         fields = [  # checked before any audio is embedded
@@ -329,17 +335,17 @@ class Collections:
         return await self._embed(space, item.audio, f"{where}.audio", timeout_s)
 
     async def _embed(
-        self, space: EmbeddingSpace, source: Any, where: str, timeout_s: float | None
+        self, space: EmbeddingSpace, source: AudioSource, where: str, timeout_s: float | None
     ) -> np.ndarray:
-        from sonovec.server.core import EmbedOptions
-
-        if space.model not in self._service.backends:
+        try:
+            self._embedder.model(space.model)
+        except SonovecError as exc:
             raise SonovecError(ErrorKind.CONFLICT, f"the collection's model {space.model} is not loaded",
-                               field="model", allowed=", ".join(self._service.backends))
+                               field="model", allowed=exc.allowed) from None
         options = EmbedOptions(model=space.model, pooling=space.pooling, normalize=space.normalize,
                                timeout_s=timeout_s)
         try:
-            result = await self._service.embed(source, options)
+            result = await self._embedder.embed(source, options)
         except SonovecError as exc:
             exc.field = f"{where}{'.' + exc.field if exc.field and exc.field != 'audio' else ''}"
             raise

@@ -1,24 +1,24 @@
 """``GrpcServer``: the grpc.aio server beside REST, over the same core service.
 
-It serves ``sonovec.v1.Sonovec``, standard health checking (``grpc.health.v1``: NOT_SERVING while
-models load and while draining, SERVING when ready) and server reflection. Message size limits come
-from the settings and are reported by ``Info``. ``stop(grace)`` turns health NOT_SERVING, stops
-accepting calls, and lets calls in flight finish within ``grace`` seconds.
+It serves ``sonovec.v1.Sonovec``, standard health checking (``grpc.health.v1``: follows the
+runtime's state, SERVING when ready, NOT_SERVING while loading and draining) and server
+reflection. Message size limits come from the settings and are reported by ``Info``.
+``stop(grace)`` turns health NOT_SERVING, stops accepting calls, and lets calls in flight finish
+within ``grace`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sonovec.models.registry import MODEL_SPECS
-from sonovec.server.core import Service
 from sonovec.server.grpc.servicer import SERVICE_NAME, SonovecServicer
+from sonovec.server.runtime import Runtime, State
 from sonovec.server.settings import Settings
 from sonovec.v1 import sonovec_pb2 as spb
 from sonovec.v1 import sonovec_pb2_grpc as spb_grpc
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 GRPC_MAX_MESSAGE = 2**31 - 1  # gRPC's own ceiling (int32)
 HEADROOM_BYTES = 1 << 20  # message fields around the audio
 MAX_CHUNK_BYTES = 4 << 20  # EmbedStream chunks we ask clients to stay under
-HEALTH_POLL_S = 0.2
 
 
 def message_limits(settings: Settings) -> spb.GrpcLimits:
@@ -54,15 +53,15 @@ def _address(host: str, port: int) -> str:
 
 
 class GrpcServer:
-    def __init__(self, settings: Settings, get_service: Callable[[], Service | None]) -> None:
-        self.settings = settings
-        self.get_service = get_service
-        self.limits = message_limits(settings)
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.limits = message_limits(self.settings)
         self.port: int | None = None  # bound port, once started (settings.grpc_port may be 0: any free port)
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
-        self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
+        self._health_updates: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -72,18 +71,21 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),  # a second server on a taken port fails instead of sharing it
             ]
         )
-        spb_grpc.add_SonovecServicer_to_server(
-            SonovecServicer(self.settings, self.get_service, self.limits), server
-        )
+        spb_grpc.add_SonovecServicer_to_server(SonovecServicer(self.runtime, self.limits), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
         address = _address(self.settings.host, self.settings.grpc_port)
         self.port = server.add_insecure_port(address)
-        await self._set_health(serving=False)
+        await self._set_health(serving=self.runtime.ready)
+        loop = asyncio.get_running_loop()
+
+        def follow(state: State) -> None:  # from any thread: on the server's loop
+            loop.call_soon_threadsafe(self._follow, state)
+
+        self.runtime.on_change(follow)
         await server.start()
         self._server = server
-        self._watcher = asyncio.create_task(self._watch_readiness(), name="grpc-health")
         log.info("gRPC on %s (health, reflection)", _address(self.settings.host, self.port))
 
     async def stop(self, grace_s: float) -> None:
@@ -92,8 +94,6 @@ class GrpcServer:
             return
         self._stopping = True
         await self._health.enter_graceful_shutdown()
-        if self._watcher is not None:
-            self._watcher.cancel()
         await self._server.stop(grace_s)
         log.info("gRPC stopped")
 
@@ -103,16 +103,13 @@ class GrpcServer:
 
     # ---- health ----
 
-    async def _watch_readiness(self) -> None:
-        """Follow the core service: SERVING once it is loaded and warm, NOT_SERVING when draining."""
-        serving = False
-        while not self._stopping:
-            service = self.get_service()
-            now = service is not None and service.ready and not service.draining
-            if now != serving:
-                await self._set_health(serving=now)
-                serving = now
-            await asyncio.sleep(HEALTH_POLL_S)
+    def _follow(self, state: State) -> None:
+        """The runtime's state changed: SERVING once ready, NOT_SERVING otherwise (on the loop)."""
+        if self._stopping:
+            return
+        task = asyncio.create_task(self._set_health(serving=state is State.READY))
+        self._health_updates.add(task)  # a reference until done, in order
+        task.add_done_callback(self._health_updates.discard)
 
     async def _set_health(self, *, serving: bool) -> None:
         status = (

@@ -21,7 +21,7 @@ from sonovec.server.auth import require_key
 from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import GRPC_CODE, ErrorKind, SonovecError, invalid, too_large
 from sonovec.server.grpc import convert
-from sonovec.server.settings import Settings
+from sonovec.server.runtime import Runtime
 from sonovec.v1 import collections_pb2 as cpb
 from sonovec.v1 import sonovec_pb2 as spb
 from sonovec.v1 import sonovec_pb2_grpc as spb_grpc
@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SERVICE_NAME = spb.DESCRIPTOR.services_by_name["Sonovec"].full_name
 VERSION = "0.1.0"
-FEATURES = ("embed", "embed_stream", "embed_many", "codec", "similarity", "models")
-_NOT_READY_RETRY_S = 5.0
+FEATURES = ("embed", "embed_stream", "embed_many", "codec", "similarity", "models", "collections", "classify")
 
 
 def deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -58,21 +57,16 @@ def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
 
 class SonovecServicer(spb_grpc.SonovecServicer):
-    def __init__(
-        self, settings: Settings, get_service: Callable[[], Service | None], grpc_limits: Any
-    ) -> None:
-        self.settings = settings
-        self.get_service = get_service
-        self.grpc_limits = grpc_limits  # sonovec.v1.GrpcLimits, for Info
-        self._keys = [key.encode() for key in settings.api_keys]
+    def __init__(self, runtime: Runtime, grpc_limits: spb.GrpcLimits) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.grpc_limits = grpc_limits  # for Info
+        self._keys = [key.encode() for key in self.settings.api_keys]
 
     # ---- the guard every call goes through ----
 
     def _admit(self, context: grpc.aio.ServicerContext) -> Service:
-        service = self.get_service()
-        if service is None or not service.ready:
-            reason = "draining" if service is not None and service.draining else "models are loading"
-            raise SonovecError(ErrorKind.UNAVAILABLE, f"not ready: {reason}", retry_after=_NOT_READY_RETRY_S)
+        service = self.runtime.require_ready()
         self._authorize(context)
         return service
 
@@ -95,14 +89,6 @@ class SonovecServicer(spb_grpc.SonovecServicer):
             result = await work(self._admit(context))
         except SonovecError as exc:
             error = exc
-        except Unimplemented as exc:
-            self._observe(name, "UNIMPLEMENTED", started)
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED,
-                str(exc),
-                trailing_metadata=(("sonovec-error-kind", "unimplemented"),),
-            )
-            raise
         except asyncio.CancelledError:  # the caller went away, or its deadline passed
             self._observe(name, "CANCELLED", started)
             raise
@@ -117,11 +103,10 @@ class SonovecServicer(spb_grpc.SonovecServicer):
         raise AssertionError("unreachable: abort raises")
 
     def _observe(self, name: str, code: str, started: float) -> None:
-        service = self.get_service()
-        if service is not None:
-            method = f"/{SERVICE_NAME}/{name}"
-            service.metrics.requests.labels(method, code).inc()
-            service.metrics.latency.labels(method).observe(time.perf_counter() - started)
+        metrics = self.runtime.metrics
+        method = f"/{SERVICE_NAME}/{name}"
+        metrics.requests.labels(method, code).inc()
+        metrics.latency.labels(method).observe(time.perf_counter() - started)
 
     # ---- embeddings ----
 
@@ -262,16 +247,16 @@ class SonovecServicer(spb_grpc.SonovecServicer):
             limits=convert.limits(self.settings),
             grpc=self.grpc_limits,
             auth_required=bool(self._keys),
-            features=[*FEATURES, *(("collections", "classify") if hasattr(service, "collections") else ())],
+            features=list(FEATURES),
         )
 
-    # ---- collections and classification (service.collections) ----
+    # ---- collections and classification (runtime.collections) ----
 
     @rpc
     async def Classify(
         self, service: Service, request: cpb.ClassifyRequest, context: Any
     ) -> cpb.ClassifyResponse:
-        collections = _collections(service)
+        collections = self.runtime.collections
         query = convert.query(request)
         top = _bounded(request, "top", 5, 1, 1000)
         if request.HasField("probe"):
@@ -302,7 +287,7 @@ class SonovecServicer(spb_grpc.SonovecServicer):
     ) -> cpb.Collection:
         if len(request.description) > 1000:
             raise invalid("description too long", field="description", allowed="at most 1000 characters")
-        info = await _collections(service).create(
+        info = await self.runtime.collections.create(
             request.name,
             model=request.model or None,
             pooling=request.pooling or "mean",
@@ -316,27 +301,27 @@ class SonovecServicer(spb_grpc.SonovecServicer):
     async def GetCollection(
         self, service: Service, request: cpb.GetCollectionRequest, context: Any
     ) -> cpb.Collection:
-        return convert.collection(await _collections(service).info(request.name))
+        return convert.collection(await self.runtime.collections.info(request.name))
 
     @rpc
     async def ListCollections(
         self, service: Service, request: cpb.ListCollectionsRequest, context: Any
     ) -> cpb.ListCollectionsResponse:
-        infos = await _collections(service).list()
+        infos = await self.runtime.collections.list()
         return cpb.ListCollectionsResponse(collections=[convert.collection(i) for i in infos])
 
     @rpc
     async def DropCollection(
         self, service: Service, request: cpb.DropCollectionRequest, context: Any
     ) -> cpb.DropCollectionResponse:
-        await _collections(service).drop(request.name)
+        await self.runtime.collections.drop(request.name)
         return cpb.DropCollectionResponse(collection=request.name, dropped=True)
 
     @rpc
     async def AddItems(
         self, service: Service, request: cpb.AddItemsRequest, context: Any
     ) -> cpb.AddItemsResponse:
-        collections = _collections(service)
+        collections = self.runtime.collections
         items = [convert.new_item(m, i) for i, m in enumerate(request.items)]
         space = convert.space_claim(request.space) if request.HasField("space") else None
         ids = await collections.upsert(request.collection, items, space=space, timeout_s=deadline(context))
@@ -345,18 +330,18 @@ class SonovecServicer(spb_grpc.SonovecServicer):
 
     @rpc
     async def GetItem(self, service: Service, request: cpb.GetItemRequest, context: Any) -> cpb.Item:
-        return convert.item(await _collections(service).get(request.collection, request.id))
+        return convert.item(await self.runtime.collections.get(request.collection, request.id))
 
     @rpc
     async def DeleteItems(
         self, service: Service, request: cpb.DeleteItemsRequest, context: Any
     ) -> cpb.DeleteItemsResponse:
-        deleted = await _collections(service).delete(request.collection, list(request.ids))
+        deleted = await self.runtime.collections.delete(request.collection, list(request.ids))
         return cpb.DeleteItemsResponse(collection=request.collection, deleted=deleted)
 
     @rpc
     async def Search(self, service: Service, request: cpb.SearchRequest, context: Any) -> cpb.SearchResponse:
-        result = await _collections(service).search(
+        result = await self.runtime.collections.search(
             request.collection,
             convert.query(request),
             k=_bounded(request, "k", 10, 0, 2**31),
@@ -369,7 +354,7 @@ class SonovecServicer(spb_grpc.SonovecServicer):
 
     @rpc
     async def TrainProbe(self, service: Service, request: cpb.TrainProbeRequest, context: Any) -> cpb.Probe:
-        info = await _collections(service).train_probe(
+        info = await self.runtime.collections.train_probe(
             request.collection,
             request.name,
             classes=list(request.classes) or None,
@@ -382,7 +367,7 @@ class SonovecServicer(spb_grpc.SonovecServicer):
     async def ListProbes(
         self, service: Service, request: cpb.ListProbesRequest, context: Any
     ) -> cpb.ListProbesResponse:
-        probes = await _collections(service).probes(request.collection)
+        probes = await self.runtime.collections.probes(request.collection)
         return cpb.ListProbesResponse(probes=[convert.probe(p) for p in probes])
 
 
@@ -391,17 +376,6 @@ async def abort(context: grpc.aio.ServicerContext, error: SonovecError) -> None:
     error.message), the rest in trailing metadata. Raises."""
     code = getattr(grpc.StatusCode, GRPC_CODE[error.kind])
     await context.abort(code, error.message, trailing_metadata=convert.trailing_metadata(error))
-
-
-class Unimplemented(Exception):
-    """A method this server's core does not have."""
-
-
-def _collections(service: Service) -> Any:
-    manager = getattr(service, "collections", None)
-    if manager is None:
-        raise Unimplemented("collections and classification are not in this server's core")
-    return manager
 
 
 def _bounded(message: Any, name: str, default: int | None, low: int, high: int) -> int | None:

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from sonovec.server.core import Service
 from sonovec.server.errors import HTTP_STATUS, ErrorKind, SonovecError
 from sonovec.server.http.deps import require_api_key
 from sonovec.server.http.disconnect import CancelOnDisconnect
 from sonovec.server.http.routers import classify, codec, collections, embed, health, models, similarity
 from sonovec.server.metrics import Metrics
+from sonovec.server.runtime import Runtime
 from sonovec.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,39 +25,16 @@ log = logging.getLogger(__name__)
 _BODY_OVERHEAD = 4 / 3
 
 
-def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
-    """Build the REST app. Without ``service``, the lifespan loads the models in the background
-    (live at once, ready when loaded and warm) and drains the queue on shutdown."""
-    metrics = service.metrics if service is not None else Metrics()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loader = None
-        if app.state.service is None:
-            loader = asyncio.create_task(_load(app, settings, metrics))
-        try:
-            yield
-        finally:
-            if loader is not None and not loader.done():
-                loader.cancel()
-            for hook in app.state.before_close:  # e.g. the gRPC server's graceful stop
-                await hook()
-            if app.state.service is not None and app.state.owns_service:
-                await app.state.service.aclose()
-
+def create_app(runtime: Runtime) -> FastAPI:
+    """The REST app over ``runtime``. It starts nothing: whoever owns the runtime (``sonovec serve``,
+    a test) starts and drains it; until it is ready, /v1 answers 503 with Retry-After."""
+    settings = runtime.settings
     app = FastAPI(
         title="sonovec",
         version="0.1.0",
         summary="Batched EnCodec embeddings, codes, similarity and classification.",
-        lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.service = service
-    app.state.owns_service = service is None
-    app.state.load_error = None
-    app.state.before_close = []
-    app.state.on_fatal = None
+    app.state.runtime = runtime
 
     auth = [Depends(require_api_key)]
     routers = (embed, codec, similarity, models, collections, classify)
@@ -67,23 +42,9 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         app.include_router(router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
     _install_error_handlers(app)
-    _install_middleware(app, settings, metrics)
+    _install_middleware(app, settings, runtime.metrics)
     app.add_middleware(CancelOnDisconnect)
     return app
-
-
-async def _load(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
-    try:
-        service = await asyncio.to_thread(Service.from_settings, settings, metrics=metrics)
-        await asyncio.to_thread(service.start)
-        await service.collections.open()  # snapshots + logs replayed, or Redis followed, before ready
-    except Exception as exc:
-        log.exception("loading models failed")
-        app.state.load_error = str(exc)
-        if app.state.on_fatal is not None:  # `sonovec serve`: exit, so the orchestrator sees it
-            app.state.on_fatal()
-        raise
-    app.state.service = service
 
 
 def error_response(error: SonovecError) -> JSONResponse:
@@ -150,8 +111,7 @@ def _route_template(request: Request) -> str:
 
 
 async def _when_ready(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    service: Service | None = request.app.state.service
-    if service is None or not service.ready:
-        reason = request.app.state.load_error or ("draining" if service is not None else "models are loading")
-        return error_response(SonovecError(ErrorKind.UNAVAILABLE, f"not ready: {reason}", retry_after=5.0))
+    runtime: Runtime = request.app.state.runtime
+    if not runtime.ready:
+        return error_response(runtime.unavailable())
     return await call_next(request)

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the service, API-key auth, and request bodies (JSON or multipart)."""
+"""FastAPI dependencies: the core service and collections (from the runtime), API-key auth, and
+request bodies (JSON or multipart)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,37 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from sonovec.server.auth import require_key
+from sonovec.server.collections import Collections
 from sonovec.server.core import AudioSource, Service
 from sonovec.server.errors import invalid
 from sonovec.server.http.schemas import AudioIn
+from sonovec.server.runtime import Runtime
 
 M = TypeVar("M", bound=BaseModel)
 
 
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
 def get_service(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
+    return get_runtime(request).require_ready()
 
 
+def get_collections(request: Request) -> Collections:
+    runtime = get_runtime(request)
+    runtime.require_ready()
+    return runtime.collections
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ServiceDep = Annotated[Service, Depends(get_service)]
+CollectionsDep = Annotated[Collections, Depends(get_collections)]
 
 
 def require_api_key(request: Request) -> None:
-    keys: list[str] = request.app.state.settings.api_keys
+    keys: list[str] = get_runtime(request).settings.api_keys
     require_key(
         [key.encode() for key in keys],
         request.headers.get("x-api-key", ""),

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from sonovec.server.http.collection_schemas import ClassifyRequest, ClassifyResponse
-from sonovec.server.http.deps import ServiceDep, audio_source, body
+from sonovec.server.http.deps import CollectionsDep, audio_source, body
 from sonovec.server.http.routers._docs import request_body
 from sonovec.server.http.routers.collections import RESPONSES
 
@@ -18,17 +18,17 @@ router = APIRouter(tags=["classify"])
 @router.post("/classify", response_model=ClassifyResponse, responses=RESPONSES,
              openapi_extra=request_body(ClassifyRequest))
 async def classify(
-    service: ServiceDep, req: Annotated[ClassifyRequest, Depends(body(ClassifyRequest, ("audio",)))]
+    collections: CollectionsDep, req: Annotated[ClassifyRequest, Depends(body(ClassifyRequest, ("audio",)))]
 ) -> ClassifyResponse:
     """Top labels with scores: by a vote of the k nearest labelled items (``uniform`` or
     ``distance`` weighting), or the probabilities of a named probe."""
     query = req.query(None if req.audio is None else audio_source(req.audio))
     if req.probe is not None:
-        result = await service.collections.classify_with_probe(
+        result = await collections.classify_with_probe(
             req.collection, req.probe, query, version=req.version, top=req.top, timeout_s=req.timeout_s
         )
     else:
-        result = await service.collections.classify(
+        result = await collections.classify(
             req.collection, query, k=req.k, weighting=req.weighting, classes=req.classes or None, top=req.top,
             timeout_s=req.timeout_s,
         )

@@ -1,5 +1,5 @@
 """Collections: create, list, drop; add (upsert), get and delete items; search by audio, id or
-vector; train and list linear probes. Each route parses, calls ``service.collections``, maps back."""
+vector; train and list linear probes. Each route parses, calls ``runtime.collections``, maps back."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sonovec.server.http.collection_schemas import (
     SearchResponse,
     TrainProbeRequest,
 )
-from sonovec.server.http.deps import ServiceDep, audio_source, body
+from sonovec.server.http.deps import CollectionsDep, audio_source, body
 from sonovec.server.http.routers._docs import ERRORS, request_body
 from sonovec.server.http.schemas import ErrorResponse
 
@@ -49,10 +49,11 @@ async def items_body(request: Request) -> AddItemsRequest:
 @router.post("/collections", status_code=201, response_model=CollectionOut, responses=RESPONSES,
              openapi_extra=request_body(CreateCollectionRequest))
 async def create_collection(
-    service: ServiceDep, req: Annotated[CreateCollectionRequest, Depends(body(CreateCollectionRequest, ()))]
+    collections: CollectionsDep,
+    req: Annotated[CreateCollectionRequest, Depends(body(CreateCollectionRequest, ()))]
 ) -> CollectionOut:
     """A new collection, bound to a model's current weights and a pooling."""
-    info = await service.collections.create(
+    info = await collections.create(
         req.name, model=req.model, pooling=req.pooling, normalize=req.normalize, index=req.index.spec(),
         description=req.description,
     )
@@ -60,26 +61,26 @@ async def create_collection(
 
 
 @router.get("/collections", response_model=CollectionsResponse)
-async def list_collections(service: ServiceDep) -> CollectionsResponse:
-    return CollectionsResponse(collections=[CollectionOut.of(i) for i in await service.collections.list()])
+async def list_collections(collections: CollectionsDep) -> CollectionsResponse:
+    return CollectionsResponse(collections=[CollectionOut.of(i) for i in await collections.list()])
 
 
 @router.get("/collections/{name}", response_model=CollectionOut, responses=RESPONSES)
-async def get_collection(service: ServiceDep, name: str) -> CollectionOut:
-    return CollectionOut.of(await service.collections.info(name))
+async def get_collection(collections: CollectionsDep, name: str) -> CollectionOut:
+    return CollectionOut.of(await collections.info(name))
 
 
 @router.delete("/collections/{name}", response_model=DroppedResponse, responses=RESPONSES)
-async def drop_collection(service: ServiceDep, name: str) -> DroppedResponse:
+async def drop_collection(collections: CollectionsDep, name: str) -> DroppedResponse:
     """Drop the collection, its items and its probes."""
-    await service.collections.drop(name)
+    await collections.drop(name)
     return DroppedResponse(collection=name, dropped=True)
 
 
 @router.post("/collections/{name}/items", response_model=AddItemsResponse, responses=RESPONSES,
              openapi_extra=request_body(AddItemsRequest))
 async def add_items(
-    service: ServiceDep, name: str, req: Annotated[AddItemsRequest, Depends(items_body)]
+    collections: CollectionsDep, name: str, req: Annotated[AddItemsRequest, Depends(items_body)]
 ) -> AddItemsResponse:
     """Add or replace items by id, from vectors or audio. Answers once the write is durable."""
     items = [
@@ -87,30 +88,31 @@ async def add_items(
         for i, item in enumerate(req.items)
     ]
     space = None if req.space is None else req.space.claim()
-    ids = await service.collections.upsert(name, items, space=space, timeout_s=req.timeout_s)
-    return AddItemsResponse(collection=name, ids=ids, count=(await service.collections.info(name)).count)
+    ids = await collections.upsert(name, items, space=space, timeout_s=req.timeout_s)
+    return AddItemsResponse(collection=name, ids=ids, count=(await collections.info(name)).count)
 
 
 @router.get("/collections/{name}/items/{item_id:path}", response_model=ItemOut, responses=RESPONSES)
-async def get_item(service: ServiceDep, name: str, item_id: str) -> ItemOut:
-    return ItemOut.of(await service.collections.get(name, item_id))
+async def get_item(collections: CollectionsDep, name: str, item_id: str) -> ItemOut:
+    return ItemOut.of(await collections.get(name, item_id))
 
 
 @router.delete("/collections/{name}/items/{item_id:path}", response_model=DeletedItemResponse,
                responses=RESPONSES)
-async def delete_item(service: ServiceDep, name: str, item_id: str) -> DeletedItemResponse:
-    deleted = await service.collections.delete(name, [item_id])
+async def delete_item(collections: CollectionsDep, name: str, item_id: str) -> DeletedItemResponse:
+    deleted = await collections.delete(name, [item_id])
     return DeletedItemResponse(collection=name, id=item_id, deleted=deleted > 0)
 
 
 @router.post("/collections/{name}/search", response_model=SearchResponse, responses=RESPONSES,
              openapi_extra=request_body(SearchRequest))
 async def search(
-    service: ServiceDep, name: str, req: Annotated[SearchRequest, Depends(body(SearchRequest, ("audio",)))]
+    collections: CollectionsDep,
+    name: str, req: Annotated[SearchRequest, Depends(body(SearchRequest, ("audio",)))]
 ) -> SearchResponse:
     """The k most similar items (cosine) to a recording, a stored item or a vector."""
     query = req.query(None if req.audio is None else audio_source(req.audio))
-    result = await service.collections.search(
+    result = await collections.search(
         name, query, k=req.k, labels=req.labels or None, ef_search=req.ef_search, nprobe=req.nprobe,
         timeout_s=req.timeout_s,
     )
@@ -120,15 +122,16 @@ async def search(
 @router.post("/collections/{name}/probes", status_code=201, response_model=ProbeOut, responses=RESPONSES,
              openapi_extra=request_body(TrainProbeRequest))
 async def train_probe(
-    service: ServiceDep, name: str, req: Annotated[TrainProbeRequest, Depends(body(TrainProbeRequest, ()))]
+    collections: CollectionsDep,
+    name: str, req: Annotated[TrainProbeRequest, Depends(body(TrainProbeRequest, ()))]
 ) -> ProbeOut:
     """Train a logistic-regression probe on the collection's labels: the next version of ``name``,
     with its cross-validated accuracy and confusion matrix."""
-    info = await service.collections.train_probe(name, req.name, classes=req.classes or None, c=req.c,
+    info = await collections.train_probe(name, req.name, classes=req.classes or None, c=req.c,
                                                  folds=req.folds)
     return ProbeOut.of(info)
 
 
 @router.get("/collections/{name}/probes", response_model=ProbesResponse, responses=RESPONSES)
-async def list_probes(service: ServiceDep, name: str) -> ProbesResponse:
-    return ProbesResponse(probes=[ProbeOut.of(p) for p in await service.collections.probes(name)])
+async def list_probes(collections: CollectionsDep, name: str) -> ProbesResponse:
+    return ProbesResponse(probes=[ProbeOut.of(p) for p in await collections.probes(name)])

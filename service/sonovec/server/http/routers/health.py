@@ -4,6 +4,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sonovec.server.http.deps import get_runtime
+
 router = APIRouter(tags=["health"])
 
 
@@ -16,13 +18,13 @@ async def live() -> dict[str, str]:
 @router.get("/v1/health/ready", responses={503: {"description": "Loading, warming up or draining."}})
 async def ready(request: Request) -> Response:
     """200 once every model is loaded and warm; 503 while loading or draining."""
-    service = getattr(request.app.state, "service", None)
-    if service is None or not service.ready:
-        state = "draining" if service is not None and service.draining else "loading"
-        return JSONResponse({"status": state}, status_code=503)
-    return JSONResponse({"status": "ready", "models": list(service.backends)})
+    runtime = get_runtime(request)
+    if not runtime.ready:
+        return JSONResponse({"status": runtime.state.value}, status_code=503)
+    return JSONResponse({"status": "ready", "models": list(runtime.settings.models)})
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    registry = get_runtime(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
