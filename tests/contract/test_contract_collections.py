@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sonovec.client import Client, IndexSpec, NewItem, SonovecClientError, SpaceClaim
+from sonovec.server.collections.options import ClassifyOptions, ProbeOptions, SearchOptions
 from sonovec.server.core import AudioSource, EmbedOptions
 
 from .conftest import Reference, assert_same_array, clip
@@ -48,7 +49,7 @@ def core_collection(reference: Reference) -> str:
         await collections.upsert(name, _core_items())
         query = await service.embed(AudioSource(data=QUERY), EmbedOptions())
         await collections.upsert(name, [spec.NewItem("q", query.vector)])
-        await collections.train_probe(name, "p", folds=2)
+        await collections.train_probe(name, "p", ProbeOptions(folds=2))
 
     reference.run(build)
     return name
@@ -87,7 +88,9 @@ def test_collection_life_cycle(
             item_id=query.get("id"),
             audio=AudioSource(data=QUERY) if "audio" in query else None,
         )
-        want = reference.run(lambda s, q=core_query: ref.search(core_collection, q, k=4, labels=["a", "b"]))
+        want = reference.run(
+            lambda s, q=core_query: ref.search(core_collection, q, SearchOptions(k=4, labels=("a", "b")))
+        )
         assert [(h.id, h.score, h.labels, h.metadata) for h in got.hits] == [
             (h.id, h.score, list(h.labels), h.metadata) for h in want.hits
         ]
@@ -96,7 +99,9 @@ def test_collection_life_cycle(
     knn = client.classify(QUERY, collection=name, k=4, weighting="uniform")
     want_knn = reference.run(
         lambda s: ref.classify(
-            core_collection, spec.Query(audio=AudioSource(data=QUERY)), k=4, weighting="uniform"
+            core_collection,
+            spec.Query(audio=AudioSource(data=QUERY)),
+            ClassifyOptions(k=4, weighting="uniform"),
         )
     )
     assert [(x.label, x.score) for x in knn.labels] == want_knn.labels and knn.method == "knn"
@@ -119,6 +124,9 @@ def test_collection_life_cycle(
     assert raised.value.kind == "not_found" and raised.value.field == "collection"
 
 
+ZEROS = np.zeros(128, np.float32)
+
+
 @pytest.mark.parametrize(
     "call, kind, field",
     [
@@ -130,6 +138,14 @@ def test_collection_life_cycle(
             "collection",
         ),
         (lambda c: c.classify(QUERY, collection="contract-none"), "not_found", "collection"),
+        # bounds live in the core's option types: both transports refuse the same values
+        (lambda c: c.collections.search("contract-none", vector=ZEROS, k=0), "invalid_argument", "k"),
+        (lambda c: c.collections.search("contract-none", vector=ZEROS, nprobe=0), "invalid_argument", "nprobe"),
+        (lambda c: c.classify(vector=ZEROS, collection="contract-none", k=0), "invalid_argument", "k"),
+        (lambda c: c.classify(vector=ZEROS, collection="contract-none", top=0), "invalid_argument", "top"),
+        (lambda c: c.classify(vector=ZEROS, collection="x", weighting="max"), "invalid_argument", "weighting"),
+        (lambda c: c.collections.create("x", description="d" * 1001), "invalid_argument", "description"),
+        (lambda c: c.collections.train_probe("contract-none", "p", folds=1), "invalid_argument", "folds"),
     ],
 )
 def test_collection_errors_are_the_same(client: Client, call, kind: str, field: str) -> None:  # type: ignore[no-untyped-def]

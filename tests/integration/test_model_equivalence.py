@@ -102,7 +102,7 @@ async def test_round_trip_length_and_snr_against_the_models_own_decode(service: 
     assert decoded.audio.shape == wav.shape
     frames = [(c, s) for c, s in zip(encoded.codes, encoded.scales, strict=True)]
     if spec.segmented:
-        from sonovec.server.pooling import linear_overlap_add
+        from sonovec.server.reassembly import linear_overlap_add
 
         own = linear_overlap_add([reference_decode(backend.model, c, s) for c, s in frames], spec.stride)
     else:

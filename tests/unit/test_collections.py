@@ -19,6 +19,7 @@ from sonovec.server.collections.classify import knn_vote
 from sonovec.server.collections.index import VectorIndex
 from sonovec.server.collections.local import LocalStore
 from sonovec.server.collections.manager import Collections
+from sonovec.server.collections.options import ClassifyOptions, CreateOptions, ProbeOptions, SearchOptions
 from sonovec.server.collections.spec import Hit
 from sonovec.server.collections.wal import WAL
 from sonovec.server.core import AudioSource, EmbedOptions
@@ -77,14 +78,14 @@ def reopened(runtime: Runtime) -> Collections:
 
 async def test_create_list_drop_and_names(runtime: Runtime) -> None:
     cols = runtime.collections
-    info = await cols.create("songs", pooling="mean_std", description="test")
+    info = await cols.create("songs", CreateOptions(pooling="mean_std", description="test"))
     assert info.space.dim == 2 * DIM and info.space.weights_fingerprint == "fake-encodec_48khz-0"
     assert info.index.kind == "flat" and info.count == 0
     await refused(ErrorKind.CONFLICT, cols.create("songs"), "exists")
     await refused(ErrorKind.INVALID, cols.create("../etc"), "name")
-    await refused(ErrorKind.INVALID, cols.create("x", index=IndexSpec(kind="annoy")), "index")  # type: ignore[arg-type]
-    await refused(ErrorKind.NOT_FOUND, cols.create("x", model="nope"), "nope")
-    await cols.create("voices", model="encodec_24khz")
+    await refused(ErrorKind.INVALID, cols.create("x", CreateOptions(index=IndexSpec(kind="annoy"))), "index")  # type: ignore[arg-type]
+    await refused(ErrorKind.NOT_FOUND, cols.create("x", CreateOptions(model="nope")), "nope")
+    await cols.create("voices", CreateOptions(model="encodec_24khz"))
     assert [c.name for c in await cols.list()] == ["songs", "voices"]
     await cols.drop("songs")
     await refused(ErrorKind.NOT_FOUND, cols.info("songs"), "songs")
@@ -139,7 +140,7 @@ async def test_bad_items_write_nothing(runtime: Runtime) -> None:
 
 async def test_other_embedding_spaces_are_refused(runtime: Runtime) -> None:
     cols = runtime.collections
-    await cols.create("c", pooling="mean_std")
+    await cols.create("c", CreateOptions(pooling="mean_std"))
     vector = unit_rows(1, 2 * DIM)[0]
     await cols.upsert(
         "c", [NewItem("a", vector)], space=SpaceClaim(model="encodec_48khz", pooling="mean_std")
@@ -182,18 +183,18 @@ async def test_search_by_vector_id_audio_with_label_filter(runtime: Runtime) -> 
     await cols.upsert("c", [NewItem("clip", audio=wav(seed=3))])
     brute = rows @ rows[7]
     order = [f"v{i}" for i in np.argsort(-brute)[:5]]
-    by_vector = await cols.search("c", Query(vector=rows[7] * 3), k=5)
+    by_vector = await cols.search("c", Query(vector=rows[7] * 3), SearchOptions(k=5))
     assert [h.id for h in by_vector.hits] == order and by_vector.exact
     assert by_vector.hits[0].score == pytest.approx(1.0, abs=1e-5) and by_vector.hits[0].metadata == {"i": 7}
-    by_id = await cols.search("c", Query(item_id="v7"), k=4)
+    by_id = await cols.search("c", Query(item_id="v7"), SearchOptions(k=4))
     assert [h.id for h in by_id.hits] == order[1:5]  # the item itself left out
-    odd = await cols.search("c", Query(item_id="v7"), k=10, labels=["odd"])
+    odd = await cols.search("c", Query(item_id="v7"), SearchOptions(k=10, labels=("odd",)))
     assert len(odd.hits) == 10 and all(h.labels == ("odd",) for h in odd.hits)
     assert [h.id for h in odd.hits] == [f"v{i}" for i in np.argsort(-brute) if i % 2][1:11]
-    assert (await cols.search("c", Query(audio=wav(seed=3)), k=1)).hits[0].id == "clip"
-    assert (await cols.search("c", Query(vector=rows[0]), k=5, labels=["nothing"])).hits == []
+    assert (await cols.search("c", Query(audio=wav(seed=3)), SearchOptions(k=1))).hits[0].id == "clip"
+    assert (await cols.search("c", Query(vector=rows[0]), SearchOptions(k=5, labels=("nothing",)))).hits == []
     await refused(ErrorKind.INVALID, cols.search("c", Query(vector=rows[0], item_id="v1")), "exactly one")
-    await refused(ErrorKind.INVALID, cols.search("c", Query(vector=rows[0]), k=0), "k")
+    await refused(ErrorKind.INVALID, cols.search("c", Query(vector=rows[0]), SearchOptions(k=0)), "k")
     await refused(ErrorKind.NOT_FOUND, cols.search("c", Query(item_id="nope")), "nope")
 
 
@@ -203,7 +204,7 @@ async def test_search_by_vector_id_audio_with_label_filter(runtime: Runtime) -> 
 async def test_approximate_indexes_recall_and_per_call_parameters(runtime: Runtime, index: IndexSpec) -> None:
     cols = runtime.collections
     await cols.create("flat")
-    await cols.create("approx", index=index)
+    await cols.create("approx", CreateOptions(index=index))
     rows = unit_rows(1500, seed=1)
     items = [NewItem(f"v{i}", rows[i], labels=(str(i % 3),)) for i in range(len(rows))]
     for name in ("flat", "approx"):
@@ -213,21 +214,23 @@ async def test_approximate_indexes_recall_and_per_call_parameters(runtime: Runti
     queries = unit_rows(50, seed=2)
     recall = []
     for q in queries:
-        exact = {h.id for h in (await cols.search("flat", Query(vector=q), k=10)).hits}
-        found = await cols.search("approx", Query(vector=q), k=10, ef_search=128, nprobe=16)
+        exact = {h.id for h in (await cols.search("flat", Query(vector=q), SearchOptions(k=10))).hits}
+        found = await cols.search("approx", Query(vector=q), SearchOptions(k=10, ef_search=128, nprobe=16))
         recall.append(len(exact & {h.id for h in found.hits}) / 10)
         assert not found.exact
     assert np.mean(recall) >= 0.95, np.mean(recall)
     state = cols.store.states["approx"]
     assert state.index.spec == index  # per-call parameters never touch the shared index
     # deletes and replacements disappear from approximate results too
-    top = (await cols.search("approx", Query(vector=rows[5]), k=1)).hits[0]
+    top = (await cols.search("approx", Query(vector=rows[5]), SearchOptions(k=1))).hits[0]
     assert top.id == "v5"
     await cols.delete("approx", ["v5"])
     await cols.upsert("approx", [NewItem("v6", -rows[6])])
-    assert "v5" not in {h.id for h in (await cols.search("approx", Query(vector=rows[5]), k=20)).hits}
-    assert (await cols.search("approx", Query(vector=-rows[6]), k=1)).hits[0].id == "v6"
-    filtered = await cols.search("approx", Query(vector=rows[9]), k=10, labels=["0"])
+    assert "v5" not in {
+        h.id for h in (await cols.search("approx", Query(vector=rows[5]), SearchOptions(k=20))).hits
+    }
+    assert (await cols.search("approx", Query(vector=-rows[6]), SearchOptions(k=1))).hits[0].id == "v6"
+    filtered = await cols.search("approx", Query(vector=rows[9]), SearchOptions(k=10, labels=("0",)))
     assert filtered.exact and filtered.hits[0].id == "v9" and all(h.labels == ("0",) for h in filtered.hits)
 
 
@@ -246,7 +249,7 @@ def test_hnsw_tombstones_are_compacted_by_a_rebuild() -> None:
 
 async def test_concurrent_searches_and_writes(runtime: Runtime) -> None:
     cols = runtime.collections
-    await cols.create("c", index=IndexSpec(kind="hnsw"))
+    await cols.create("c", CreateOptions(index=IndexSpec(kind="hnsw")))
     rows = unit_rows(600, seed=4)
     await cols.upsert("c", [NewItem(f"v{i}", rows[i]) for i in range(300)])
 
@@ -258,7 +261,7 @@ async def test_concurrent_searches_and_writes(runtime: Runtime) -> None:
     async def reader() -> int:
         hits = 0
         for i in range(40):
-            hits += len((await cols.search("c", Query(vector=rows[i]), k=5)).hits)
+            hits += len((await cols.search("c", Query(vector=rows[i]), SearchOptions(k=5))).hits)
         return hits
 
     results = await asyncio.gather(writer(300), writer(400), writer(500), *(reader() for _ in range(4)))
@@ -271,7 +274,7 @@ async def test_concurrent_searches_and_writes(runtime: Runtime) -> None:
 
 async def test_log_replay_after_a_crash_answers_the_same(runtime: Runtime) -> None:
     cols = runtime.collections
-    await cols.create("c", pooling="mean_std", index=IndexSpec(kind="flat"))
+    await cols.create("c", CreateOptions(pooling="mean_std", index=IndexSpec(kind="flat")))
     rows = unit_rows(120, 2 * DIM, seed=5)
     for i in range(0, 100, 10):
         await cols.upsert(
@@ -283,13 +286,13 @@ async def test_log_replay_after_a_crash_answers_the_same(runtime: Runtime) -> No
     await cols.upsert("c", [NewItem(f"v{i}", rows[i]) for i in range(100, 120)])
     await cols.upsert("c", [NewItem("v3", rows[3] * -1, labels=("b",))])  # replace
     await cols.delete("c", ["v4"])
-    before = [await cols.search("c", Query(vector=rows[i]), k=7) for i in range(0, 120, 11)]
+    before = [await cols.search("c", Query(vector=rows[i]), SearchOptions(k=7)) for i in range(0, 120, 11)]
 
     after = reopened(runtime)  # the first was never closed: no final snapshot
     try:
         assert (await after.info("c")).count == 119
         for i, result in zip(range(0, 120, 11), before, strict=True):
-            again = await after.search("c", Query(vector=rows[i]), k=7)
+            again = await after.search("c", Query(vector=rows[i]), SearchOptions(k=7))
             assert [(h.id, h.score) for h in again.hits] == [(h.id, h.score) for h in result.hits]
         assert (await after.get("c", "v3")).labels == ("b",)
         await refused(ErrorKind.NOT_FOUND, after.get("c", "v4"))
@@ -315,7 +318,7 @@ async def test_torn_tail_and_ops_already_in_the_snapshot(runtime: Runtime, tmp_p
     try:
         info = await after.info("c")
         assert info.count == 30  # no duplicates, nothing lost
-        hits = (await after.search("c", Query(vector=rows[25]), k=30)).hits
+        hits = (await after.search("c", Query(vector=rows[25]), SearchOptions(k=30))).hits
         assert len({h.id for h in hits}) == len(hits) == 30
         assert wal.stat().st_size == len(logged) + len(tail)  # the torn record was cut off
         await after.upsert("c", [NewItem("new", rows[0])])  # and the log goes on cleanly
@@ -354,17 +357,19 @@ async def _labelled(cols: Collections, name: str, clips: list[tuple[str, np.ndar
 async def test_knn_and_probe_recover_synthetic_labels(runtime: Runtime, make_set) -> None:  # type: ignore[no-untyped-def]
     cols = runtime.collections
     rate = 48_000  # the model's rate: no resampling
-    await cols.create("train", pooling="mean_std")
+    await cols.create("train", CreateOptions(pooling="mean_std"))
     await _labelled(cols, "train", make_set(60, rate, seed=1), rate)
     held_out = make_set(30, rate, seed=2)
-    probe = await cols.train_probe("train", "p", folds=5)
+    probe = await cols.train_probe("train", "p", ProbeOptions(folds=5))
     assert probe.version == 1 and probe.num_items == 60 and len(probe.classes) == 3
     assert np.array(probe.confusion_matrix).sum() == 60
     knn_right = probe_right = 0
     for label, x in held_out:
         query = Query(audio=AudioSource(array=x, sample_rate=rate))
-        knn_right += (await cols.classify("train", query, k=5, weighting="distance")).labels[0][0] == label
-        probe_right += (await cols.classify_with_probe("train", "p", query)).labels[0][0] == label
+        knn_right += (await cols.classify("train", query, ClassifyOptions(k=5, weighting="distance"))).labels[
+            0
+        ][0] == label
+        probe_right += (await cols.classify("train", query, ClassifyOptions(probe="p"))).labels[0][0] == label
     knn_acc, probe_acc = knn_right / len(held_out), probe_right / len(held_out)
     print(
         f"\n{make_set.__name__} (fake backend, mean_std): kNN held-out accuracy {knn_acc:.2f}, "
@@ -379,22 +384,29 @@ async def test_probes_are_versioned_persisted_and_checked(runtime: Runtime) -> N
     rows = two_clusters(40, seed=7)
     await cols.upsert("c", [NewItem(f"v{i}", rows[i], labels=("hi" if i < 20 else "lo",)) for i in range(40)])
     await cols.upsert("c", [NewItem("both", rows[0], labels=("hi", "lo")), NewItem("none", rows[1])])
-    first = await cols.train_probe("c", "axis", folds=4)
+    first = await cols.train_probe("c", "axis", ProbeOptions(folds=4))
     assert (
         first.version == 1 and first.num_items == 40 and first.cv_accuracy == 1.0
     )  # multi-labelled left out
     assert first.confusion_matrix == [[20, 0], [0, 20]] and first.classes == ["hi", "lo"]
-    second = await cols.train_probe("c", "axis", c=0.1)
+    second = await cols.train_probe("c", "axis", ProbeOptions(c=0.1))
     assert second.version == 2
-    result = await cols.classify_with_probe("c", "axis", Query(item_id="v3"))
+    result = await cols.classify("c", Query(item_id="v3"), ClassifyOptions(probe="axis"))
     assert result.labels[0][0] == "hi" and result.probe_version == 2
     assert sum(p for _, p in result.labels) == pytest.approx(1.0)
-    assert (await cols.classify_with_probe("c", "axis", Query(vector=rows[30]), version=1)).probe_version == 1
+    assert (
+        await cols.classify("c", Query(vector=rows[30]), ClassifyOptions(probe="axis", version=1))
+    ).probe_version == 1
     await refused(
-        ErrorKind.NOT_FOUND, cols.classify_with_probe("c", "axis", Query(vector=rows[0]), version=9)
+        ErrorKind.NOT_FOUND,
+        cols.classify("c", Query(vector=rows[0]), ClassifyOptions(probe="axis", version=9)),
     )
-    await refused(ErrorKind.NOT_FOUND, cols.classify_with_probe("c", "other", Query(vector=rows[0])))
-    await refused(ErrorKind.INVALID, cols.train_probe("c", "one", classes=["hi"]), "at least 2 classes")
+    await refused(
+        ErrorKind.NOT_FOUND, cols.classify("c", Query(vector=rows[0]), ClassifyOptions(probe="other"))
+    )
+    await refused(
+        ErrorKind.INVALID, cols.train_probe("c", "one", ProbeOptions(classes=("hi",))), "at least 2 classes"
+    )
     after = reopened(runtime)
     try:
         assert [(p.name, p.version) for p in await after.probes("c")] == [("axis", 1), ("axis", 2)]
@@ -515,14 +527,16 @@ async def test_knn_and_probe_through_real_encodec_random_weights(tmp_path: Path)
     await runtime.start()
     try:
         cols, rate = runtime.collections, 24_000
-        await cols.create("notes", pooling="mean_std")
+        await cols.create("notes", CreateOptions(pooling="mean_std"))
         train = pitch_set(30, rate, seed=1, seconds=0.5)
         await _labelled(cols, "notes", train, rate)
-        probe = await cols.train_probe("notes", "pitch", folds=5)
+        probe = await cols.train_probe("notes", "pitch", ProbeOptions(folds=5))
         right = 0
         held_out = pitch_set(12, rate, seed=2, seconds=0.5)
         for label, x in held_out:
-            votes = await cols.classify("notes", Query(audio=AudioSource(array=x, sample_rate=rate)), k=5)
+            votes = await cols.classify(
+                "notes", Query(audio=AudioSource(array=x, sample_rate=rate)), ClassifyOptions(k=5)
+            )
             right += votes.labels[0][0] == label
         print(
             f"\npitch (EnCodec 24 kHz, random weights, mean_std): kNN held-out accuracy "

@@ -14,14 +14,14 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import soundfile
 
-from sonovec.models import Backend, ModelSpec, plan_windows
-from sonovec.server import pooling
+from sonovec.models import Backend, ModelSpec, Window, plan_windows
+from sonovec.server import pooling, reassembly
 from sonovec.server.audio import (
     SUPPORTED_FORMATS,
     AudioLimits,
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 # The audio ``encoding`` field of both transports: "auto" (encoded bytes), or raw PCM.
 _PCM_ENCODINGS: dict[str, Literal["f32le", "s16le"]] = {"pcm_f32le": "f32le", "pcm_s16le": "s16le"}
 ENCODINGS = ("auto", *_PCM_ENCODINGS)
+DEFAULT_BANDWIDTH = 6.0  # kbps: encode's default (both models have it)
+DEFAULT_SEGMENT_SECONDS = 1.0  # self-similarity's default segment
 
 
 @dataclass(frozen=True)
@@ -156,11 +158,14 @@ class SelfSimilarityResult:
     segment_starts_s: np.ndarray  # [S]
 
 
-@dataclass
-class _Latents:
-    frames: np.ndarray  # [D, F]
-    frame_starts: np.ndarray  # [F] sample offsets
-    windows: list[EncodeOut] = field(default_factory=list)
+@dataclass(frozen=True)
+class Ingested:
+    """A recording ready for the batcher: decoded, checked, resampled, cut into its windows."""
+
+    recording: Recording
+    windows: list[Window]  # the window plan (plan_windows)
+    items: list[EncodeIn]  # each window's samples, contiguous, with its left context in frames
+    digest: str | None = None  # sha256 of the canonical PCM, when asked for (embeddings' cache key)
 
 
 # The settings a client reads as the limits on input (and plans its requests by).
@@ -286,13 +291,19 @@ class Service:
         finally:
             ticket.cancel()  # drops any window still queued (error, disconnect, deadline)
 
-    async def ingest(self, source: AudioSource, backend: Backend, field: str = "audio") -> Recording:
+    async def ingest(
+        self, source: AudioSource, backend: Backend, field: str = "audio", *, digest: bool = False
+    ) -> Ingested:
+        """Decode, check, resample and cut into windows, in a worker thread (never on the loop);
+        ``digest``: also the sha256 of the canonical PCM, for the cache key."""
+        return await asyncio.to_thread(self._ingest, source, backend, field, digest)
+
+    def _ingest(self, source: AudioSource, backend: Backend, field: str, digest: bool) -> Ingested:
         spec = backend.spec
         if source.array is not None:
             if source.sample_rate is None:
                 raise invalid("an array needs its sample rate", field=f"{field}.sample_rate")
-            return await asyncio.to_thread(
-                from_array,
+            recording = from_array(
                 source.array,
                 source.sample_rate,
                 target_rate=spec.sample_rate,
@@ -300,47 +311,87 @@ class Service:
                 limits=self.limits,
                 field=field,
             )
-        if source.data is None:
+        elif source.data is not None:
+            recording = decode_audio(
+                source.data,
+                target_rate=spec.sample_rate,
+                target_channels=spec.channels,
+                limits=self.limits,
+                pcm=source.pcm,
+                field=field,
+            )
+        else:
             raise invalid("no audio given", field=field, allowed="encoded audio bytes, raw PCM, or samples")
-        return await asyncio.to_thread(
-            decode_audio,
-            source.data,
-            target_rate=spec.sample_rate,
-            target_channels=spec.channels,
-            limits=self.limits,
-            pcm=source.pcm,
-            field=field,
-        )
+        windows = plan_windows(spec, recording.num_samples)
+        items = [
+            EncodeIn(np.ascontiguousarray(recording.samples[:, w.fed]), w.context // spec.hop_length)
+            for w in windows
+        ]
+        return Ingested(recording, windows, items, canonical_digest(recording) if digest else None)
 
-    async def embed(self, source: AudioSource, options: EmbedOptions) -> EmbedResult:
+    async def embed(self, source: AudioSource, options: EmbedOptions, *, field: str = "audio") -> EmbedResult:
         _check_pooling(options.pooling)
         backend = self.backend(options.model)
         async with self.request(options.timeout_s) as ticket:
-            recording = await self.ingest(source, backend)
-            return await self.embed_recording(recording, backend, options, ticket)
+            ingested = await self.ingest(source, backend, field, digest=True)
+            return await self.embed_ingested(ingested, backend, options, ticket)
 
-    async def embed_recording(
-        self, recording: Recording, backend: Backend, options: EmbedOptions, ticket: Ticket
+    def embed_many(
+        self, sources: Sequence[AudioSource], options: EmbedOptions
+    ) -> AsyncIterator[tuple[int, EmbedResult | SonovecError]]:
+        """Every recording at once (their windows batch together); yields ``(index, result or
+        error)`` as each is ready. A bad recording fails only its own item; bad options, an
+        unknown model or a count out of bounds fail the call (raised here, before any work)."""
+        _check_pooling(options.pooling)
+        self.backend(options.model)
+        limit = self.settings.max_recordings
+        if not 1 <= len(sources) <= limit:
+            raise invalid(
+                f"got {len(sources)} recordings", field="recordings", allowed=f"1 to {limit} recordings"
+            )
+        return self._embed_each(sources, options)
+
+    async def _embed_each(
+        self, sources: Sequence[AudioSource], options: EmbedOptions
+    ) -> AsyncIterator[tuple[int, EmbedResult | SonovecError]]:
+        async def one(index: int, source: AudioSource) -> tuple[int, EmbedResult | SonovecError]:
+            try:
+                return index, await self.embed(source, options, field=f"recordings[{index}]")
+            except SonovecError as exc:
+                return index, exc
+            except Exception as exc:  # a bug: logged, and only this item fails
+                log.exception("embed_many item %d failed", index)
+                return index, SonovecError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}")
+
+        tasks = [asyncio.ensure_future(one(i, source)) for i, source in enumerate(sources)]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                yield await next_done
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def embed_ingested(
+        self, ingested: Ingested, backend: Backend, options: EmbedOptions, ticket: Ticket
     ) -> EmbedResult:
         spec = backend.spec
-        key = cache_key(
-            canonical_digest(recording), spec.name, backend.weights.fingerprint, self.settings.precision
-        )
-        num_windows = len(plan_windows(spec, recording.num_samples))
+        assert ingested.digest is not None, "ingest(..., digest=True) for embeddings"
+        key = cache_key(ingested.digest, spec.name, backend.weights.fingerprint, self.settings.precision)
         stats = None if options.frames else await self.cache.get(key)
         cached = stats is not None
         latents = None
         if stats is None:
-            latents = await self._latents(recording, backend, ticket)
-            stats = pooling.mean_std(latents.frames)
+            latents = await self._latents(ingested, backend, ticket)
+            stats = latents.stats
             await self.cache.put(key, stats)
+        recording = ingested.recording
         result = EmbedResult(
             model=self.info(backend),
             vector=pooling.finish(stats, options.pooling, options.normalize),
             pooling=options.pooling,
             normalized=options.normalize,
             duration_s=recording.duration_s,
-            num_windows=num_windows,
+            num_windows=len(ingested.windows),
             cached=cached,
         )
         if options.frames and latents is not None:
@@ -349,7 +400,12 @@ class Service:
         return result
 
     async def encode(
-        self, source: AudioSource, *, model: str | None, bandwidth: float, timeout_s: float | None = None
+        self,
+        source: AudioSource,
+        *,
+        model: str | None,
+        bandwidth: float = DEFAULT_BANDWIDTH,
+        timeout_s: float | None = None,
     ) -> EncodeResult:
         backend = self.backend(model)
         spec = backend.spec
@@ -360,8 +416,9 @@ class Service:
                 str(exc), field="bandwidth", allowed=", ".join(f"{b:g}" for b in spec.bandwidths)
             ) from None
         async with self.request(timeout_s) as ticket:
-            recording = await self.ingest(source, backend)
-            latents = await self._latents(recording, backend, ticket, bandwidth=bandwidth)
+            ingested = await self.ingest(source, backend)
+            latents = await self._latents(ingested, backend, ticket, bandwidth=bandwidth)
+        recording = ingested.recording
         codes = [w.codes for w in latents.windows if w.codes is not None]
         scales = [w.scale for w in latents.windows]
         if not spec.segmented:
@@ -384,9 +441,13 @@ class Service:
         model: str | None,
         num_samples: int | None = None,
         timeout_s: float | None = None,
+        made_at: tuple[int | None, int | None] = (None, None),
     ) -> DecodeResult:
+        """Audio from codes. ``made_at``: the (sample rate, segment stride) an encode reply states,
+        when the caller passes them on; each must be the model's."""
         backend = self.backend(model)
         spec = backend.spec
+        _check_geometry(spec, *made_at)
         codes, scales, num_samples = _check_codes(
             backend, codes, scales, num_samples, self.settings.max_audio_seconds
         )
@@ -394,11 +455,9 @@ class Service:
         async with self.request(timeout_s) as ticket:
             costs = [item.codes.shape[1] * spec.hop_length / spec.sample_rate for item in items]
             outputs = await self._run(BatchKey(spec.name, "decode"), items, costs, ticket)
-        if spec.segmented:
-            audio = pooling.linear_overlap_add(outputs, spec.stride)
-        else:
-            audio = np.concatenate(outputs, axis=1)
-        return DecodeResult(self.info(backend), np.ascontiguousarray(audio[:, :num_samples]))
+        stride = spec.stride if spec.segmented else None
+        audio = await asyncio.to_thread(reassembly.join_audio, outputs, stride, num_samples)
+        return DecodeResult(self.info(backend), audio)
 
     async def similarity(self, sources: Sequence[AudioSource], options: EmbedOptions) -> SimilarityResult:
         limit = self.settings.max_recordings
@@ -410,11 +469,14 @@ class Service:
         backend = self.backend(options.model)
         unpooled = EmbedOptions(options.model, options.pooling, normalize=True)
         async with self.request(options.timeout_s) as ticket:
-            recordings = await asyncio.gather(
-                *(self.ingest(s, backend, field=f"recordings[{i}]") for i, s in enumerate(sources))
+            ingested = await asyncio.gather(
+                *(
+                    self.ingest(s, backend, field=f"recordings[{i}]", digest=True)
+                    for i, s in enumerate(sources)
+                )
             )
             results = await asyncio.gather(
-                *(self.embed_recording(r, backend, unpooled, ticket) for r in recordings)
+                *(self.embed_ingested(r, backend, unpooled, ticket) for r in ingested)
             )
         vectors = np.stack([r.vector for r in results])
         return SimilarityResult(self.info(backend), pooling.cosine_matrix(vectors), vectors)
@@ -423,7 +485,7 @@ class Service:
         self,
         source: AudioSource,
         *,
-        segment_seconds: float,
+        segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
         model: str | None = None,
         timeout_s: float | None = None,
     ) -> SelfSimilarityResult:
@@ -437,8 +499,7 @@ class Service:
                 allowed=f"{hop_seconds:g} s (one latent frame) to 600 s",
             )
         async with self.request(timeout_s) as ticket:
-            recording = await self.ingest(source, backend)
-            latents = await self._latents(recording, backend, ticket)
+            latents = await self._latents(await self.ingest(source, backend), backend, ticket)
         segment_samples = max(1, round(segment_seconds * spec.sample_rate))
         means, segments = pooling.segment_means(latents.frames, latents.frame_starts, segment_samples)
         if len(segments) > 4096:
@@ -452,22 +513,19 @@ class Service:
     # ---- windows through the batcher ----
 
     async def _latents(
-        self, recording: Recording, backend: Backend, ticket: Ticket, bandwidth: float | None = None
-    ) -> _Latents:
+        self,
+        ingested: Ingested,
+        backend: Backend,
+        ticket: Ticket,
+        bandwidth: float | None = None,
+    ) -> reassembly.Latents:
+        """The windows through the batcher, reassembled in window order (in a worker thread: the
+        concatenation and the statistics scale with the recording's length)."""
         spec = backend.spec
-        windows = plan_windows(spec, recording.num_samples)
-        items = [
-            EncodeIn(np.ascontiguousarray(recording.samples[:, w.fed]), w.context // spec.hop_length)
-            for w in windows
-        ]
         key = BatchKey(spec.name, "quantize" if bandwidth is not None else "encode", bandwidth or 0.0)
-        costs = [item.audio.shape[-1] / spec.sample_rate for item in items]
-        outputs: list[EncodeOut] = await self._run(key, items, costs, ticket)
-        starts = [
-            w.start + spec.hop_length * np.arange(o.latents.shape[1])
-            for w, o in zip(windows, outputs, strict=True)
-        ]
-        return _Latents(np.concatenate([o.latents for o in outputs], axis=1), np.concatenate(starts), outputs)
+        costs = [item.audio.shape[-1] / spec.sample_rate for item in ingested.items]
+        outputs: list[EncodeOut] = await self._run(key, ingested.items, costs, ticket)
+        return await asyncio.to_thread(reassembly.latents, spec.hop_length, ingested.windows, outputs)
 
     async def _run(self, key: BatchKey, items: list[Any], costs: list[float], ticket: Ticket) -> list[Any]:
         futures: list[Future[Any]] = self.batcher.submit(key, items, costs, ticket)
@@ -483,6 +541,20 @@ class Service:
 def _check_pooling(name: str) -> None:
     if name not in pooling.POOLINGS:
         raise invalid(f"unknown pooling {name!r}", field="pooling", allowed=", ".join(pooling.POOLINGS))
+
+
+def _check_geometry(spec: ModelSpec, sample_rate: int | None, segment_stride: int | None) -> None:
+    stride = spec.stride if spec.segmented else 0
+    if sample_rate is not None and sample_rate != spec.sample_rate:
+        raise invalid(
+            f"codes made at {sample_rate} Hz",
+            field="sample_rate",
+            allowed=f"{spec.sample_rate} ({spec.name})",
+        )
+    if segment_stride is not None and segment_stride != stride:
+        raise invalid(
+            f"segment stride {segment_stride}", field="segment_stride", allowed=f"{stride} ({spec.name})"
+        )
 
 
 def _check_codes(

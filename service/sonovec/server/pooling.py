@@ -1,4 +1,4 @@
-"""Pooling frames into vectors, cosine similarity, and overlap-add of decoded windows."""
+"""Pooling frames into vectors, and cosine similarity."""
 
 from __future__ import annotations
 
@@ -42,19 +42,3 @@ def segment_means(
     segments = np.unique(segment_of)
     means = np.stack([frames[:, segment_of == s].mean(axis=1) for s in segments])
     return means.astype(np.float32), segments
-
-
-def linear_overlap_add(frames: list[np.ndarray], stride: int) -> np.ndarray:
-    """``EncodecModel.decode``'s ``_linear_overlap_add`` in numpy: triangle-weighted overlap-add of
-    ``[C, T_i]`` windows placed every ``stride`` samples."""
-    frame_length = frames[0].shape[-1]
-    t = np.linspace(0.0, 1.0, frame_length + 2, dtype=np.float32)[1:-1]
-    weight = (0.5 - np.abs(t - 0.5)).astype(np.float32)
-    total = stride * (len(frames) - 1) + frames[-1].shape[-1]
-    out = np.zeros((frames[0].shape[0], total), np.float32)
-    sum_weight = np.zeros(total, np.float32)
-    for i, frame in enumerate(frames):
-        offset, length = i * stride, frame.shape[-1]
-        out[:, offset : offset + length] += weight[:length] * frame
-        sum_weight[offset : offset + length] += weight[:length]
-    return out / sum_weight

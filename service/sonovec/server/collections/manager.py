@@ -23,12 +23,11 @@ from sonovec.server import pooling as pooling_ops
 from sonovec.server.collections import classify as knn
 from sonovec.server.collections.classify import Probe
 from sonovec.server.collections.local import LocalStore
+from sonovec.server.collections.options import ClassifyOptions, CreateOptions, ProbeOptions, SearchOptions
 from sonovec.server.collections.spec import (
-    WEIGHTINGS,
     Classification,
     CollectionInfo,
     EmbeddingSpace,
-    IndexSpec,
     Item,
     NewItem,
     ProbeInfo,
@@ -36,7 +35,6 @@ from sonovec.server.collections.spec import (
     SearchResult,
     SpaceClaim,
     check_item_id,
-    check_k,
     check_labels,
     check_metadata,
     check_name,
@@ -48,6 +46,8 @@ from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found
 from sonovec.server.settings import Settings
 
 MAX_ITEMS_PER_WRITE = 1024
+# The defaults of each request's options (immutable: shared safely as default arguments).
+_CREATE, _SEARCH, _CLASSIFY, _PROBE = CreateOptions(), SearchOptions(), ClassifyOptions(), ProbeOptions()
 
 
 class Store(Protocol):
@@ -135,30 +135,18 @@ class Collections:
 
     # ---- collections ----
 
-    async def create(
-        self,
-        name: str,
-        *,
-        model: str | None = None,
-        pooling: str = "mean",
-        normalize: bool = True,
-        index: IndexSpec | None = None,
-        description: str = "",
-    ) -> CollectionInfo:
-        """A new collection bound to ``model``'s current weights and this pooling (CONFLICT if
-        the name is taken)."""
+    async def create(self, name: str, options: CreateOptions = _CREATE) -> CollectionInfo:
+        """A new collection bound to its model's current weights and its pooling (CONFLICT if the
+        name is taken)."""
         await self.open()
         check_name(name)
-        if pooling not in pooling_ops.POOLINGS:
-            raise invalid(f"unknown pooling {pooling!r}", field="pooling",
-                          allowed=", ".join(pooling_ops.POOLINGS))
-        embedder = self._embedder.model(model)
+        options.check()
+        model = self._embedder.model(options.model)
         space = EmbeddingSpace(
-            model=embedder.name, weights_fingerprint=embedder.weights_fingerprint, pooling=pooling,
-            normalize=normalize, dim=embedder.latent_dim * (2 if pooling == "mean_std" else 1),
+            model=model.name, weights_fingerprint=model.weights_fingerprint, pooling=options.pooling,
+            normalize=options.normalize, dim=model.latent_dim * (2 if options.pooling == "mean_std" else 1),
         )
-        index = (index or IndexSpec()).check()
-        info = CollectionInfo(name=name, space=space, index=index, description=description)
+        info = CollectionInfo(name=name, space=space, index=options.index, description=options.description)
         state = await self.store.create(info)
         return dataclasses.replace(state.info, count=len(state))
 
@@ -221,67 +209,51 @@ class Collections:
     # ---- search ----
 
     async def search(
-        self,
-        name: str,
-        query: Query,
-        *,
-        k: int = 10,
-        labels: Sequence[str] | None = None,
-        ef_search: int | None = None,
-        nprobe: int | None = None,
-        timeout_s: float | None = None,
+        self, name: str, query: Query, options: SearchOptions = _SEARCH, *, timeout_s: float | None = None
     ) -> SearchResult:
-        """The ``k`` most similar items (cosine), best first; ``labels``: only items carrying any
-        of them. By id, the item itself is left out. ``ef_search`` (HNSW) and ``nprobe`` (IVF)
-        apply to this call only."""
+        """The ``k`` most similar items (cosine), best first. By id, the item itself is left out."""
+        options.check()
         state = await self._state(name)
-        check_k(k)
         vector, exclude = await self._query_vector(state, query, timeout_s)
         unit = pooling_ops.l2_normalize(vector)
         hits, exact = await state.lock.run_read(
-            lambda: state.search(unit, k, labels=labels, exclude=exclude, ef_search=ef_search, nprobe=nprobe)
+            lambda: state.search(unit, options.k, labels=options.labels, exclude=exclude,
+                                 ef_search=options.ef_search, nprobe=options.nprobe)
         )
         return SearchResult(state.name, state.info.space, hits, exact)
 
     # ---- classification ----
 
     async def classify(
-        self,
-        name: str,
-        query: Query,
-        *,
-        k: int = 10,
-        weighting: str = "distance",
-        classes: Sequence[str] | None = None,
-        top: int = 5,
-        timeout_s: float | None = None,
+        self, name: str, query: Query, options: ClassifyOptions = _CLASSIFY, *, timeout_s: float | None = None
     ) -> Classification:
-        """Top labels by a vote of the ``k`` nearest labelled neighbours (``uniform`` or
-        ``distance`` weighting). ``classes``: only these labels count."""
-        if weighting not in WEIGHTINGS:
-            raise invalid(f"unknown weighting {weighting!r}", field="weighting",
-                          allowed=", ".join(WEIGHTINGS))
+        """Top labels: by a vote of the ``k`` nearest labelled neighbours, or, with ``probe``, the
+        class probabilities of that trained probe."""
+        options.check()
         state = await self._state(name)
-        labelled_only = list(classes) if classes is not None else list(state.postings)
-        result = await self.search(name, query, k=k, labels=labelled_only, timeout_s=timeout_s)
+        if options.probe is not None:
+            model = await self._probe(state, options.probe, options.version)
+            vector, _ = await self._query_vector(state, query, timeout_s)
+            return Classification(name, "probe", model.predict(vector)[:options.top], [], options.probe,
+                                  model.info.version)
+        labelled_only = options.classes if options.classes is not None else tuple(state.postings)
+        result = await self.search(name, query, SearchOptions(k=options.k, labels=labelled_only),
+                                   timeout_s=timeout_s)
         labelled = [hit for hit in result.hits if hit.labels]
-        votes = knn.knn_vote(labelled, weighting, classes)
-        return Classification(name, "knn", votes[:top], labelled)
+        votes = knn.knn_vote(labelled, options.weighting, options.classes)
+        return Classification(name, "knn", votes[:options.top], labelled)
 
-    async def train_probe(
-        self, name: str, probe: str, *, classes: Sequence[str] | None = None, c: float = 1.0, folds: int = 5
-    ) -> ProbeInfo:
+    async def train_probe(self, name: str, probe: str, options: ProbeOptions = _PROBE) -> ProbeInfo:
         """Train a logistic-regression probe on the labels of the collection's items (those with
         exactly one of ``classes``); stores it as the next version of ``probe``."""
-        state = await self._state(name)
         check_name(probe, "probe")
-        if not (c > 0 and 2 <= folds <= 20):
-            raise invalid(f"c = {c}, folds = {folds}", field="c", allowed="c > 0, folds 2 to 20")
-        vectors, targets = await state.lock.run_read(lambda: state.labelled(classes))
+        options.check()
+        state = await self._state(name)
+        vectors, targets = await state.lock.run_read(lambda: state.labelled(options.classes))
         async with self._training:
             trained = await asyncio.to_thread(
                 knn.train_probe, vectors, targets, collection=name, name=probe,
-                weights_fingerprint=state.info.space.weights_fingerprint, c=c, folds=folds,
+                weights_fingerprint=state.info.space.weights_fingerprint, c=options.c, folds=options.folds,
             )
         version = await self.store.save_probe(name, trained.to_dict())
         return dataclasses.replace(trained.info, version=version)
@@ -292,22 +264,6 @@ class Collections:
         bodies = await self.store.load_probes(name)
         infos = [Probe.from_dict(body).info for body in bodies]
         return sorted(infos, key=lambda p: (p.name, p.version))
-
-    async def classify_with_probe(
-        self,
-        name: str,
-        probe: str,
-        query: Query,
-        *,
-        version: int | None = None,
-        top: int = 5,
-        timeout_s: float | None = None,
-    ) -> Classification:
-        """Class probabilities from a trained probe (its latest version unless ``version``)."""
-        state = await self._state(name)
-        model = await self._probe(state, probe, version)
-        vector, _ = await self._query_vector(state, query, timeout_s)
-        return Classification(name, "probe", model.predict(vector)[:top], [], probe, model.info.version)
 
     async def _probe(self, state: CollectionState, probe: str, version: int | None) -> Probe:
         bodies = [b for b in await self.store.load_probes(state.name) if b["name"] == probe]

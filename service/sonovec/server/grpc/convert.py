@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import Message
 
-from sonovec.server import core, pooling
-from sonovec.server.core import AudioSource, EmbedOptions, Service
+from sonovec.server import core
+from sonovec.server.core import AudioSource, Service
 from sonovec.server.errors import GRPC_CODE, SonovecError, invalid
 from sonovec.server.settings import Settings
 from sonovec.v1 import collections_pb2 as cpb
@@ -19,8 +21,36 @@ from sonovec.v1 import common_pb2 as pb
 from sonovec.v1 import sonovec_pb2 as spb
 
 SUBTYPES = ("PCM_16", "FLOAT")
+Opt = TypeVar("Opt")
 
 # --- requests ----------------------------------------------------------------------------------
+
+
+def given(message: Message, *names: str) -> dict[str, Any]:
+    """The optional fields ``names`` that the caller set (the rest take the core's defaults)."""
+    return {name: getattr(message, name) for name in names if message.HasField(name)}
+
+
+def options(message: Message, kind: type[Opt], **given: Any) -> Opt:
+    """The core option type ``kind`` from the message fields of the same names: a field the
+    caller left out (unset optional, empty string, empty list) takes the core's default. The
+    core checks the values (``kind.check``), as for REST."""
+    fields = message.DESCRIPTOR.fields_by_name
+    values = dict(given)
+    for option in dataclasses.fields(kind):  # type: ignore[arg-type]
+        descriptor = fields.get(option.name)
+        if option.name in values or descriptor is None:
+            continue
+        value = getattr(message, option.name)
+        if descriptor.is_repeated:
+            if value:
+                values[option.name] = tuple(value)
+        elif descriptor.has_presence:
+            if message.HasField(option.name):
+                values[option.name] = value
+        elif value != descriptor.default_value:
+            values[option.name] = value
+    return kind(**values)
 
 
 def audio_source(audio: pb.Audio, field: str = "audio") -> AudioSource:
@@ -32,16 +62,6 @@ def audio_source(audio: pb.Audio, field: str = "audio") -> AudioSource:
         audio.channels if audio.HasField("channels") else None,
         field,
     )
-
-
-def embed_options(model: str, pooling_name: str, normalize: bool | None, frames: bool) -> EmbedOptions:
-    """Empty strings and absent fields take REST's defaults (the default model, "mean", normalised)."""
-    pooling_name = pooling_name or "mean"
-    if pooling_name not in pooling.POOLINGS:
-        raise invalid(
-            f"unknown pooling {pooling_name!r}", field="pooling", allowed=", ".join(pooling.POOLINGS)
-        )
-    return EmbedOptions(model or None, pooling_name, True if normalize is None else normalize, frames)
 
 
 def segments(request: spb.DecodeRequest) -> tuple[list[np.ndarray], list[float]]:

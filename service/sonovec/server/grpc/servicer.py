@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import grpc
 
 from sonovec.server.auth import require_key
+from sonovec.server.collections.options import ClassifyOptions, CreateOptions, ProbeOptions, SearchOptions
 from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import GRPC_CODE, ErrorKind, SonovecError, invalid, too_large
 from sonovec.server.grpc import convert
@@ -112,7 +113,7 @@ class SonovecServicer(spb_grpc.SonovecServicer):
 
     @rpc
     async def Embed(self, service: Service, request: spb.EmbedRequest, context: Any) -> spb.EmbedResponse:
-        options = _embed_options(request, deadline(context))
+        options = convert.options(request, EmbedOptions, timeout_s=deadline(context))
         result = await service.embed(convert.audio_source(request.audio), options)
         return convert.embed_response(result)
 
@@ -127,7 +128,7 @@ class SonovecServicer(spb_grpc.SonovecServicer):
             start.sample_rate if start.HasField("sample_rate") else None,
             start.channels if start.HasField("channels") else None,
         )
-        options = _embed_options(start, deadline(context))
+        options = convert.options(start, EmbedOptions, timeout_s=deadline(context))
         return convert.embed_response(await service.embed(source, options))
 
     async def _read_stream(self, requests: AsyncIterator[spb.EmbedStreamRequest]) -> tuple[Any, bytes]:
@@ -159,40 +160,35 @@ class SonovecServicer(spb_grpc.SonovecServicer):
     async def EmbedMany(
         self, request: spb.EmbedManyRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[spb.EmbedManyResponse]:
-        """Every recording embedded at once (their windows batch together); each result is sent
-        as soon as it is ready. A bad recording fails only its own item."""
+        """The core's ``embed_many``: each result is sent as soon as it is ready."""
         started = time.perf_counter()
         try:
             service = self._admit(context)
-            options = _embed_options(request, deadline(context))
-            service.backend(options.model)  # an unknown model fails the call, not every item
-            _check_count(len(request.recordings), self.settings.max_recordings)
+            sources = [convert.audio_source(a, f"recordings[{i}]") for i, a in enumerate(request.recordings)]
+            options = convert.options(request, EmbedOptions, timeout_s=deadline(context))
+            results = service.embed_many(sources, options)
         except SonovecError as exc:
             self._observe("EmbedMany", GRPC_CODE[exc.kind], started)
             await abort(context, exc)
             return
-        tasks = [
-            asyncio.ensure_future(_embed_item(service, i, audio, options))
-            for i, audio in enumerate(request.recordings)
-        ]
         try:
-            for next_done in asyncio.as_completed(tasks):
-                yield await next_done
+            async for index, result in results:
+                if isinstance(result, SonovecError):
+                    yield spb.EmbedManyResponse(index=index, error=convert.error(result))
+                else:
+                    yield spb.EmbedManyResponse(index=index, result=convert.embed_response(result))
         finally:
-            for task in tasks:
-                task.cancel()
             self._observe("EmbedMany", "OK", started)
 
     # ---- codes ----
 
     @rpc
     async def Encode(self, service: Service, request: spb.EncodeRequest, context: Any) -> spb.EncodeResponse:
-        bandwidth = request.bandwidth if request.HasField("bandwidth") else 6.0
         result = await service.encode(
             convert.audio_source(request.audio),
             model=request.model or None,
-            bandwidth=bandwidth,
             timeout_s=deadline(context),
+            **convert.given(request, "bandwidth"),
         )
         return convert.encode_response(result)
 
@@ -215,7 +211,7 @@ class SonovecServicer(spb_grpc.SonovecServicer):
     async def Similarity(
         self, service: Service, request: spb.SimilarityRequest, context: Any
     ) -> spb.SimilarityResponse:
-        options = EmbedOptions(request.model or None, request.pooling or "mean", timeout_s=deadline(context))
+        options = convert.options(request, EmbedOptions, timeout_s=deadline(context))
         result = await service.similarity(convert.recordings(request.recordings), options)
         return convert.similarity_response(result)
 
@@ -223,12 +219,11 @@ class SonovecServicer(spb_grpc.SonovecServicer):
     async def SelfSimilarity(
         self, service: Service, request: spb.SelfSimilarityRequest, context: Any
     ) -> spb.SelfSimilarityResponse:
-        segment_seconds = request.segment_seconds if request.HasField("segment_seconds") else 1.0
         result = await service.self_similarity(
             convert.audio_source(request.audio),
-            segment_seconds=segment_seconds,
             model=request.model or None,
             timeout_s=deadline(context),
+            **convert.given(request, "segment_seconds"),
         )
         return convert.self_similarity_response(result)
 
@@ -256,45 +251,20 @@ class SonovecServicer(spb_grpc.SonovecServicer):
     async def Classify(
         self, service: Service, request: cpb.ClassifyRequest, context: Any
     ) -> cpb.ClassifyResponse:
-        collections = self.runtime.collections
-        query = convert.query(request)
-        top = _bounded(request, "top", 5, 1, 1000)
-        if request.HasField("probe"):
-            version = _bounded(request, "version", None, 1, 2**31)
-            result = await collections.classify_with_probe(
-                request.collection,
-                request.probe,
-                query,
-                version=version,
-                top=top,
-                timeout_s=deadline(context),
-            )
-        else:
-            result = await collections.classify(
-                request.collection,
-                query,
-                k=_bounded(request, "k", 10, 0, 2**31),
-                weighting=request.weighting or "distance",
-                classes=list(request.classes) or None,
-                top=top,
-                timeout_s=deadline(context),
-            )
+        result = await self.runtime.collections.classify(
+            request.collection,
+            convert.query(request),
+            convert.options(request, ClassifyOptions),
+            timeout_s=deadline(context),
+        )
         return convert.classify_response(result)
 
     @rpc
     async def CreateCollection(
         self, service: Service, request: cpb.CreateCollectionRequest, context: Any
     ) -> cpb.Collection:
-        if len(request.description) > 1000:
-            raise invalid("description too long", field="description", allowed="at most 1000 characters")
-        info = await self.runtime.collections.create(
-            request.name,
-            model=request.model or None,
-            pooling=request.pooling or "mean",
-            normalize=request.normalize if request.HasField("normalize") else True,
-            index=convert.index_spec(request.index),
-            description=request.description,
-        )
+        options = convert.options(request, CreateOptions, index=convert.index_spec(request.index))
+        info = await self.runtime.collections.create(request.name, options)
         return convert.collection(info)
 
     @rpc
@@ -344,10 +314,7 @@ class SonovecServicer(spb_grpc.SonovecServicer):
         result = await self.runtime.collections.search(
             request.collection,
             convert.query(request),
-            k=_bounded(request, "k", 10, 0, 2**31),
-            labels=list(request.labels) or None,
-            ef_search=_bounded(request, "ef_search", None, 1, 4096),
-            nprobe=_bounded(request, "nprobe", None, 1, 65536),
+            convert.options(request, SearchOptions),
             timeout_s=deadline(context),
         )
         return convert.search_response(result)
@@ -357,9 +324,7 @@ class SonovecServicer(spb_grpc.SonovecServicer):
         info = await self.runtime.collections.train_probe(
             request.collection,
             request.name,
-            classes=list(request.classes) or None,
-            c=request.c if request.HasField("c") else 1.0,
-            folds=_bounded(request, "folds", 5, 2, 20),
+            convert.options(request, ProbeOptions),
         )
         return convert.probe(info)
 
@@ -376,40 +341,3 @@ async def abort(context: grpc.aio.ServicerContext, error: SonovecError) -> None:
     error.message), the rest in trailing metadata. Raises."""
     code = getattr(grpc.StatusCode, GRPC_CODE[error.kind])
     await context.abort(code, error.message, trailing_metadata=convert.trailing_metadata(error))
-
-
-def _bounded(message: Any, name: str, default: int | None, low: int, high: int) -> int | None:
-    """An optional integer field, checked against REST's bounds for it."""
-    if not message.HasField(name):
-        return default
-    value = int(getattr(message, name))
-    if not low <= value <= high:
-        raise invalid(f"{name} = {value}", field=name, allowed=f"{low} to {high}")
-    return value
-
-
-def _embed_options(message: Any, timeout_s: float | None) -> EmbedOptions:
-    normalize = message.normalize if message.HasField("normalize") else None
-    options = convert.embed_options(message.model, message.pooling, normalize, message.frames)
-    return EmbedOptions(options.model, options.pooling, options.normalize, options.frames, timeout_s)
-
-
-def _check_count(count: int, limit: int) -> None:
-    if not 1 <= count <= limit:
-        raise invalid(f"got {count} recordings", field="recordings", allowed=f"1 to {limit} recordings")
-
-
-async def _embed_item(
-    service: Service, index: int, audio: Any, options: EmbedOptions
-) -> spb.EmbedManyResponse:
-    try:
-        result = await service.embed(convert.audio_source(audio, f"recordings[{index}]"), options)
-    except SonovecError as exc:
-        return spb.EmbedManyResponse(index=index, error=convert.error(exc))
-    except Exception as exc:
-        log.exception("EmbedMany item %d failed", index)
-        return spb.EmbedManyResponse(
-            index=index,
-            error=convert.error(SonovecError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}")),
-        )
-    return spb.EmbedManyResponse(index=index, result=convert.embed_response(result))

@@ -11,7 +11,15 @@ import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
 from sonovec.server.collections import spec as core
+from sonovec.server.collections.options import (
+    MAX_DESCRIPTION_CHARS,
+    ClassifyOptions,
+    CreateOptions,
+    ProbeOptions,
+    SearchOptions,
+)
 from sonovec.server.http.schemas import AudioIn, Strict
+from sonovec.server.pooling import POOLINGS
 
 _Labels = list[str] | None
 
@@ -25,12 +33,16 @@ def _csv(value: object) -> object:
 class IndexIn(Strict):
     """``flat`` (exact) by default; ``hnsw`` or ``ivf`` for large collections."""
 
-    type: Literal["flat", "hnsw", "ivf"] = "flat"
-    m: int = Field(32, description="HNSW: links per node.")
-    ef_construction: int = Field(200, description="HNSW: candidate list size while building.")
-    ef_search: int = Field(64, description="HNSW: default candidate list size of a search.")
-    nlist: int = Field(256, description="IVF: lists; trains once the collection holds 39 x nlist items.")
-    nprobe: int = Field(16, description="IVF: default lists visited by a search.")
+    type: Literal["flat", "hnsw", "ivf"] = core.IndexSpec.kind
+    m: int = Field(core.IndexSpec.hnsw_m, description="HNSW: links per node.")
+    ef_construction: int = Field(
+        core.IndexSpec.ef_construction, description="HNSW: candidate list size while building."
+    )
+    ef_search: int = Field(core.IndexSpec.ef_search, description="HNSW: default candidates of a search.")
+    nlist: int = Field(
+        core.IndexSpec.nlist, description="IVF: lists; trains once the collection holds 39 x nlist items."
+    )
+    nprobe: int = Field(core.IndexSpec.nprobe, description="IVF: default lists visited by a search.")
 
     def spec(self) -> core.IndexSpec:
         return core.IndexSpec(kind=self.type, hnsw_m=self.m, ef_construction=self.ef_construction,
@@ -45,10 +57,17 @@ class IndexIn(Strict):
 class CreateCollectionRequest(Strict):
     name: str = Field(description="1-64 characters: letters, digits, '_', '.', '-'.")
     model: str | None = Field(None, description="Model of its embeddings; the server's default when omitted.")
-    pooling: Literal["mean", "mean_std"] = "mean"
-    normalize: bool = Field(True, description="Store L2-normalised embeddings (search is cosine anyway).")
+    pooling: str = Field(CreateOptions.pooling, json_schema_extra={"enum": list(POOLINGS)})
+    normalize: bool = Field(
+        CreateOptions.normalize, description="Store L2-normalised embeddings (search is cosine anyway)."
+    )
     index: IndexIn = Field(default_factory=IndexIn)
-    description: str = Field("", max_length=1000)
+    description: str = Field(
+        CreateOptions.description, description=f"At most {MAX_DESCRIPTION_CHARS} characters."
+    )
+
+    def options(self) -> CreateOptions:
+        return CreateOptions(self.model, self.pooling, self.normalize, self.index.spec(), self.description)
 
 
 class SpaceIO(BaseModel):
@@ -188,10 +207,14 @@ class QueryIn(Strict):
 
 
 class SearchRequest(QueryIn):
-    k: int = Field(10, description="Results wanted (1 to 1000).")
+    k: int = Field(SearchOptions.k, description=f"Results wanted (1 to {core.MAX_K}).")
     labels: _Labels = Field(None, description="Only items carrying any of these labels.")
-    ef_search: int | None = Field(None, ge=1, le=4096, description="HNSW: candidate list size, this search.")
-    nprobe: int | None = Field(None, ge=1, le=65536, description="IVF: lists visited by this search.")
+    ef_search: int | None = Field(None, description="HNSW: candidate list size, this search (1 to 4096).")
+    nprobe: int | None = Field(None, description="IVF: lists visited by this search (1 to 65536).")
+
+    def options(self) -> SearchOptions:
+        labels = tuple(self.labels) if self.labels else None
+        return SearchOptions(self.k, labels, self.ef_search, self.nprobe)
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -224,12 +247,20 @@ class SearchResponse(BaseModel):
 
 class ClassifyRequest(QueryIn):
     collection: str
-    k: int = Field(10, description="kNN: neighbours that vote.")
-    weighting: Literal["uniform", "distance"] = Field("distance", description="kNN: 1 vote each, or 1/dist.")
+    k: int = Field(ClassifyOptions.k, description=f"kNN: neighbours that vote (1 to {core.MAX_K}).")
+    weighting: str = Field(
+        ClassifyOptions.weighting,
+        description="kNN: 1 vote each (uniform), or 1/dist (distance).",
+        json_schema_extra={"enum": list(core.WEIGHTINGS)},
+    )
     classes: _Labels = Field(None, description="Only these labels count (default: every label).")
     probe: str | None = Field(None, description="Classify with this trained probe instead of kNN.")
-    version: int | None = Field(None, ge=1, description="Probe version (default: the latest).")
-    top: int = Field(5, ge=1, le=1000, description="Labels returned.")
+    version: int | None = Field(None, description="Probe version (default: the latest).")
+    top: int = Field(ClassifyOptions.top, description=f"Labels returned (1 to {core.MAX_K}).")
+
+    def options(self) -> ClassifyOptions:
+        classes = tuple(self.classes) if self.classes else None
+        return ClassifyOptions(self.k, self.weighting, classes, self.top, self.probe, self.version)
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -261,8 +292,14 @@ class ClassifyResponse(BaseModel):
 class TrainProbeRequest(Strict):
     name: str = Field(description="Probe name; training again stores the next version.")
     classes: list[str] | None = Field(None, description="Labels to learn (default: all); 1 per item used.")
-    c: float = Field(1.0, gt=0, description="Inverse regularisation strength of the logistic regression.")
-    folds: int = Field(5, ge=2, le=20, description="Cross-validation folds (fewer when a class is small).")
+    c: float = Field(ProbeOptions.c, description="Inverse regularisation strength (> 0) of the regression.")
+    folds: int = Field(
+        ProbeOptions.folds, description="Cross-validation folds, 2 to 20 (fewer when a class is small)."
+    )
+
+    def options(self) -> ProbeOptions:
+        classes = tuple(self.classes) if self.classes else None
+        return ProbeOptions(classes, self.c, self.folds)
 
 
 class ProbeOut(BaseModel):

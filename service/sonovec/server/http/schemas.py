@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from sonovec.server import core
+from sonovec.server.core import EmbedOptions
+from sonovec.server.pooling import POOLINGS
 
 
 def _strict_base64(value: object) -> bytes:
@@ -25,6 +27,14 @@ def _strict_base64(value: object) -> bytes:
 Base64Bytes = Annotated[
     bytes, BeforeValidator(_strict_base64), WithJsonSchema({"type": "string", "format": "base64"})
 ]
+
+
+# The pooling field of every request: the core's default and choices (checked by the core).
+Pooling = Field(
+    EmbedOptions.pooling,
+    description="mean: [D]; mean_std: [2D], the mean then the standard deviation over frames.",
+    json_schema_extra={"enum": list(POOLINGS)},
+)
 
 
 class Strict(BaseModel):
@@ -44,16 +54,18 @@ class AudioIn(Strict):
 class EmbedRequest(Strict):
     audio: AudioIn
     model: str | None = Field(None, description="Model name; the server's default when omitted.")
-    pooling: Literal["mean", "mean_std"] = "mean"
-    normalize: bool = Field(True, description="L2-normalise the pooled vector.")
-    frames: bool = Field(False, description="Also return every latent frame ([F, D]).")
+    pooling: str = Pooling
+    normalize: bool = Field(EmbedOptions.normalize, description="L2-normalise the pooled vector.")
+    frames: bool = Field(EmbedOptions.frames, description="Also return every latent frame ([F, D]).")
     timeout_s: float | None = Field(None, gt=0, description="Deadline for this request, seconds.")
 
 
 class EncodeRequest(Strict):
     audio: AudioIn
     model: str | None = None
-    bandwidth: float = Field(6.0, description="Target bandwidth in kbps; one of the model's bandwidths.")
+    bandwidth: float = Field(
+        core.DEFAULT_BANDWIDTH, description="Target bandwidth in kbps; one of the model's bandwidths."
+    )
     timeout_s: float | None = Field(None, gt=0)
 
 
@@ -89,13 +101,15 @@ class DecodeRequest(Strict):
 class SimilarityRequest(Strict):
     recordings: list[AudioIn]
     model: str | None = None
-    pooling: Literal["mean", "mean_std"] = "mean"
+    pooling: str = Pooling
     timeout_s: float | None = Field(None, gt=0)
 
 
 class SelfSimilarityRequest(Strict):
     audio: AudioIn
-    segment_seconds: float = Field(1.0, gt=0, description="Segment length for the matrix, seconds.")
+    segment_seconds: float = Field(
+        core.DEFAULT_SEGMENT_SECONDS, description="Segment length for the matrix, seconds."
+    )
     model: str | None = None
     timeout_s: float | None = Field(None, gt=0)
 

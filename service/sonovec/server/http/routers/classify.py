@@ -23,13 +23,6 @@ async def classify(
     """Top labels with scores: by a vote of the k nearest labelled items (``uniform`` or
     ``distance`` weighting), or the probabilities of a named probe."""
     query = req.query(None if req.audio is None else audio_source(req.audio))
-    if req.probe is not None:
-        result = await collections.classify_with_probe(
-            req.collection, req.probe, query, version=req.version, top=req.top, timeout_s=req.timeout_s
-        )
-    else:
-        result = await collections.classify(
-            req.collection, query, k=req.k, weighting=req.weighting, classes=req.classes or None, top=req.top,
-            timeout_s=req.timeout_s,
-        )
-    return ClassifyResponse.of(result)
+    return ClassifyResponse.of(
+        await collections.classify(req.collection, query, req.options(), timeout_s=req.timeout_s)
+    )

@@ -5,8 +5,6 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Response
 
-from sonovec.server.core import Service
-from sonovec.server.errors import invalid
 from sonovec.server.http.deps import ServiceDep, audio_source, body
 from sonovec.server.http.routers._docs import ERRORS, request_body
 from sonovec.server.http.schemas import DecodeRequest, EncodeRequest, EncodeResponse, ModelOut
@@ -37,7 +35,6 @@ async def decode(
     service: ServiceDep, req: Annotated[DecodeRequest, Depends(body(DecodeRequest, ()))]
 ) -> Response:
     """Audio reconstructed from codes (overlap-add as EnCodec does), as WAV. Model info in headers."""
-    _check_geometry(service, req)
     codes = [np.asarray(s.codes, dtype=np.int64) for s in req.segments]
     result = await service.decode(
         codes,
@@ -45,27 +42,13 @@ async def decode(
         model=req.model,
         num_samples=req.num_samples,
         timeout_s=req.timeout_s,
+        made_at=(req.sample_rate, req.segment_stride),
     )
     return Response(
         result.wav_bytes(req.subtype),
         media_type="audio/wav",
         headers=model_headers(ModelOut.of(result.model)),
     )
-
-
-def _check_geometry(service: Service, req: DecodeRequest) -> None:
-    spec = service.backend(req.model).spec
-    stride = spec.stride if spec.segmented else 0
-    if req.sample_rate is not None and req.sample_rate != spec.sample_rate:
-        raise invalid(
-            f"codes made at {req.sample_rate} Hz",
-            field="sample_rate",
-            allowed=f"{spec.sample_rate} ({spec.name})",
-        )
-    if req.segment_stride is not None and req.segment_stride != stride:
-        raise invalid(
-            f"segment stride {req.segment_stride}", field="segment_stride", allowed=f"{stride} ({spec.name})"
-        )
 
 
 def model_headers(model: ModelOut) -> dict[str, str]:

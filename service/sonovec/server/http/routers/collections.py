@@ -53,10 +53,7 @@ async def create_collection(
     req: Annotated[CreateCollectionRequest, Depends(body(CreateCollectionRequest, ()))]
 ) -> CollectionOut:
     """A new collection, bound to a model's current weights and a pooling."""
-    info = await collections.create(
-        req.name, model=req.model, pooling=req.pooling, normalize=req.normalize, index=req.index.spec(),
-        description=req.description,
-    )
+    info = await collections.create(req.name, req.options())
     return CollectionOut.of(info)
 
 
@@ -112,10 +109,7 @@ async def search(
 ) -> SearchResponse:
     """The k most similar items (cosine) to a recording, a stored item or a vector."""
     query = req.query(None if req.audio is None else audio_source(req.audio))
-    result = await collections.search(
-        name, query, k=req.k, labels=req.labels or None, ef_search=req.ef_search, nprobe=req.nprobe,
-        timeout_s=req.timeout_s,
-    )
+    result = await collections.search(name, query, req.options(), timeout_s=req.timeout_s)
     return SearchResponse.of(result)
 
 
@@ -127,8 +121,7 @@ async def train_probe(
 ) -> ProbeOut:
     """Train a logistic-regression probe on the collection's labels: the next version of ``name``,
     with its cross-validated accuracy and confusion matrix."""
-    info = await collections.train_probe(name, req.name, classes=req.classes or None, c=req.c,
-                                                 folds=req.folds)
+    info = await collections.train_probe(name, req.name, req.options())
     return ProbeOut.of(info)
 
 

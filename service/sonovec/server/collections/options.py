@@ -1,0 +1,115 @@
+"""The options of collection requests: every default and bound, once.
+
+REST schemas take their defaults from these types and gRPC fills absent fields from them; both
+transports call ``check()`` through the core (``Collections``), so the same request is accepted
+or refused, with the same error, over either.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from sonovec.server import pooling as pooling_ops
+from sonovec.server.collections.spec import MAX_K, WEIGHTINGS, IndexSpec, check_k, check_labels, check_name
+from sonovec.server.errors import invalid
+
+MAX_DESCRIPTION_CHARS = 1000
+EF_SEARCH_BOUNDS = (1, 4096)
+NPROBE_BOUNDS = (1, 65536)
+FOLDS_BOUNDS = (2, 20)
+
+
+def _check_between(name: str, value: int | None, bounds: tuple[int, int]) -> None:
+    low, high = bounds
+    if value is not None and not low <= value <= high:
+        raise invalid(f"{name} = {value}", field=name, allowed=f"{low} to {high}")
+
+
+def _check_one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise invalid(f"unknown {name} {value!r}", field=name, allowed=", ".join(allowed))
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    """A new collection: its model (None: the server's default), pooling, index, description."""
+
+    model: str | None = None
+    pooling: str = "mean"
+    normalize: bool = True
+    index: IndexSpec = field(default_factory=IndexSpec)
+    description: str = ""
+
+    def check(self) -> CreateOptions:
+        _check_one_of("pooling", self.pooling, pooling_ops.POOLINGS)
+        if len(self.description) > MAX_DESCRIPTION_CHARS:
+            raise invalid(
+                f"description of {len(self.description)} characters",
+                field="description",
+                allowed=f"at most {MAX_DESCRIPTION_CHARS} characters",
+            )
+        self.index.check()
+        return self
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """``k`` results; ``labels``: only items carrying any of them; ``ef_search`` (HNSW) and
+    ``nprobe`` (IVF) for this search only (None: the collection's defaults)."""
+
+    k: int = 10
+    labels: tuple[str, ...] | None = None
+    ef_search: int | None = None
+    nprobe: int | None = None
+
+    def check(self) -> SearchOptions:
+        check_k(self.k)
+        if self.labels is not None:
+            check_labels(self.labels)
+        _check_between("ef_search", self.ef_search, EF_SEARCH_BOUNDS)
+        _check_between("nprobe", self.nprobe, NPROBE_BOUNDS)
+        return self
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """kNN (a vote of the ``k`` nearest labelled items, ``uniform`` or ``distance`` weighting,
+    ``classes`` only), or a trained ``probe`` (its ``version``, default the latest); ``top`` labels."""
+
+    k: int = 10
+    weighting: str = "distance"
+    classes: tuple[str, ...] | None = None
+    top: int = 5
+    probe: str | None = None
+    version: int | None = None
+
+    def check(self) -> ClassifyOptions:
+        check_k(self.k)
+        _check_one_of("weighting", self.weighting, WEIGHTINGS)
+        if self.classes is not None:
+            check_labels(self.classes, "classes")
+        _check_between("top", self.top, (1, MAX_K))
+        if self.probe is not None:
+            check_name(self.probe, "probe")
+        _check_between("version", self.version, (1, 2**31 - 1))
+        return self
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """A logistic-regression probe on the labels in ``classes`` (default: all), inverse
+    regularisation ``c``, cross-validated over ``folds`` folds."""
+
+    classes: tuple[str, ...] | None = None
+    c: float = 1.0
+    folds: int = 5
+
+    def check(self) -> ProbeOptions:
+        if self.classes is not None:
+            check_labels(self.classes, "classes")
+        if not (math.isfinite(self.c) and self.c > 0):
+            raise invalid(f"c = {self.c}", field="c", allowed="a finite number > 0")
+        _check_between("folds", self.folds, FOLDS_BOUNDS)
+        return self
+
