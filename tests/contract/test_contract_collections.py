@@ -140,10 +140,11 @@ ZEROS = np.zeros(128, np.float32)
         (lambda c: c.classify(QUERY, collection="contract-none"), "not_found", "collection"),
         # bounds live in the core's option types: both transports refuse the same values
         (lambda c: c.collections.search("contract-none", vector=ZEROS, k=0), "invalid_argument", "k"),
-        (lambda c: c.collections.search("contract-none", vector=ZEROS, nprobe=0), "invalid_argument", "nprobe"),
+        (lambda c: c.collections.search("none", vector=ZEROS, nprobe=0), "invalid_argument", "nprobe"),
         (lambda c: c.classify(vector=ZEROS, collection="contract-none", k=0), "invalid_argument", "k"),
         (lambda c: c.classify(vector=ZEROS, collection="contract-none", top=0), "invalid_argument", "top"),
-        (lambda c: c.classify(vector=ZEROS, collection="x", weighting="max"), "invalid_argument", "weighting"),
+        (lambda c: c.classify(vector=ZEROS, collection="x", weighting="max"), "invalid_argument",
+         "weighting"),
         (lambda c: c.collections.create("x", description="d" * 1001), "invalid_argument", "description"),
         (lambda c: c.collections.train_probe("contract-none", "p", folds=1), "invalid_argument", "folds"),
     ],
