@@ -58,8 +58,8 @@ def test_sync_methods_block_and_async_ones_are_coroutines(sync: type, twin: type
             assert not inspect.iscoroutinefunction(getattr(sync, name)), f"{sync.__name__}.{name}"
             assert getattr(sync, name).__qualname__ == f"{sync.__name__}.{name}"
     if hasattr(twin, "__aenter__"):
-        assert inspect.iscoroutinefunction(twin.__aenter__) and inspect.iscoroutinefunction(twin.__aexit__)
-        assert not inspect.iscoroutinefunction(sync.__enter__)
+        assert all(inspect.iscoroutinefunction(getattr(twin, n)) for n in ("__aenter__", "__aexit__"))
+        assert not any(inspect.iscoroutinefunction(getattr(sync, n)) for n in ("__enter__", "__exit__"))
 
 
 def test_api_methods_show_their_result_type() -> None:

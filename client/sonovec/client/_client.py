@@ -412,8 +412,7 @@ def _deletes(transport: str, collection: str, ids: str | Sequence[str]) -> list[
 
 
 class _CollectionsApi:
-    """``client.collections``: named vector indexes bound to one embedding space (model, weights,
-    pooling). The same methods, as coroutines, on ``AsyncClient.collections``."""
+    """What ``Collections`` and ``AsyncCollections`` share: every method, as a plan."""
 
     def __init__(self, client: _Api) -> None:
         self._client = client
@@ -513,7 +512,8 @@ class _CollectionsApi:
 
 
 class Collections(_CollectionsApi, Blocking):
-    __doc__ = _CollectionsApi.__doc__
+    """``client.collections``: named vector indexes bound to one embedding space (model, weights,
+    pooling). The same methods, as coroutines, on ``AsyncClient.collections``."""
 
     def __init__(self, client: Client) -> None:
         self._client: Client = client

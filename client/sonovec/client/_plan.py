@@ -40,6 +40,14 @@ class api(Generic[P, T]):  # lower case: used as a decorator
         self.plan = plan
 
     @overload
+    def __get__(self, obj: None, owner: type[Blocking]) -> Callable[Concatenate[Any, P], T]: ...
+
+    @overload
+    def __get__(
+        self, obj: None, owner: type[Awaiting]
+    ) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, T]]: ...
+
+    @overload
     def __get__(self, obj: None, owner: type) -> api[P, T]: ...
 
     @overload
