@@ -1,8 +1,8 @@
 """Each client method written once, run two ways.
 
-A method is written once as a *plan*: a generator that yields the steps it needs done (the client
-says which: an op for the transport, an ``embed_many`` job) and returns its result, having been
-sent each step's outcome. ``@api`` marks a plan; a class that inherits it and ``Blocking`` gets it
+A method is written once as a *plan*: a generator that yields the steps it needs done (whatever
+the class's ``_step`` runs: for the client an op, or an ``embed_many`` job) and returns its result,
+having been sent each step's outcome. ``@api`` marks a plan; a class that inherits it and ``Blocking`` gets it
 as a plain method that runs each step and blocks (``Client``, ``Collections``), a class that
 inherits it and ``Awaiting`` gets it as a coroutine method (``AsyncClient``, ``AsyncCollections``).
 Both have the plan's parameters, docstring and result type, for help(), inspect and type checkers::
@@ -10,7 +10,7 @@ Both have the plan's parameters, docstring and result type, for help(), inspect 
     class _Api:
         @api
         def info(self) -> Plan[ServerInfo]:
-            return (yield Call(ops.Info()))
+            return (yield Call(ops.Info()))  # the outcome of the step: the ServerInfo
 
     class Client(_Api, Blocking): ...        # Client().info() -> ServerInfo
     class AsyncClient(_Api, Awaiting): ...   # await AsyncClient().info() -> ServerInfo
