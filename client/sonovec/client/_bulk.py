@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tqdm.auto import tqdm
@@ -23,39 +24,53 @@ if TYPE_CHECKING:
 PACK_BYTES = 8 << 20  # at most this much audio per EmbedMany request
 PACK_COUNT = 32  # and at most this many recordings
 Outcome: TypeAlias = Embedding | SonovecClientError
+# gRPC EmbedMany: a request and its deadline in, results out as they arrive.
+Stream: TypeAlias = Callable[[spb.EmbedManyRequest, float | None], AsyncIterator[spb.EmbedManyResponse]]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ``embed_many`` call, as its plan yields it to the client."""
+
+    audios: list[AudioLike]
+    sample_rate: int | None
+    options: dict[str, Any]  # Embed's: model, pooling, normalize, frames
+    concurrency: int
+    retries: int
+    timeout: float | None
+    progress: bool
+    return_exceptions: bool
 
 
 class BulkEmbed:
-    def __init__(
-        self,
-        client: AsyncClient,
-        audios: list[AudioLike],
-        sample_rate: int | None,
-        options: dict[str, Any],
-        concurrency: int,
-        retries: int,
-        timeout: float | None,
-    ) -> None:
+    """Runs a ``Job`` through ``client``'s public ``call``; ``stream`` is its transport's EmbedMany
+    (None over REST, where each recording is its own request)."""
+
+    def __init__(self, client: AsyncClient, job: Job, stream: Stream | None) -> None:
         self.client = client
-        self.audios = audios
-        self.sample_rate = sample_rate
-        self.options = options
-        self.concurrency = max(1, concurrency)
-        self.retries = retries
-        self.timeout = timeout
-        self.results: list[Outcome | None] = [None] * len(audios)
+        self.stream = stream
+        self.audios = job.audios
+        self.sample_rate = job.sample_rate
+        self.options = job.options
+        self.concurrency = max(1, job.concurrency)
+        self.retries = job.retries
+        self.timeout = job.timeout if job.timeout is not None else client.config.timeout
+        self.progress = job.progress
+        self.return_exceptions = job.return_exceptions
+        self.results: list[Outcome | None] = [None] * len(job.audios)
         self.failed: SonovecClientError | None = None
         self._bar: Any = None
         self._slots = asyncio.Semaphore(self.concurrency)
 
-    async def run(self, *, progress: bool, return_exceptions: bool) -> list[Any]:
-        info = self.client._remember_limits(await self.client.call(ops.Info(), retries=self.retries))
+    async def run(self) -> list[Any]:
+        info = await self.client.call(ops.Info(), retries=self.retries)
+        self.client.limits = info.limits
         units = self._plan(info)
-        with tqdm(total=len(self.audios), disable=not progress, unit="rec", desc="embed") as bar:
+        with tqdm(total=len(self.audios), disable=not self.progress, unit="rec", desc="embed") as bar:
             self._bar = bar
             bar.update(sum(r is not None for r in self.results))  # refused while planning
             pending = iter(units)
-            stop_on_error = not return_exceptions
+            stop_on_error = not self.return_exceptions
             workers = [self._worker(pending, stop_on_error) for _ in range(min(self.concurrency, len(units)))]
             await asyncio.gather(*workers)
         if stop_on_error:
@@ -153,7 +168,7 @@ class BulkEmbed:
                 outcomes[i] = SonovecClientError(kinds.INVALID, f"cannot read: {exc}", field=f"audios[{i}]")
             except SonovecClientError as exc:
                 outcomes[i] = exc
-        if len(audios) == 1 or (audios and self.client.transport == "http"):
+        if len(audios) == 1 or (audios and self.stream is None):
             for i, audio in audios.items():
                 outcomes[i] = await self._one(audio)
         elif audios:
@@ -178,10 +193,9 @@ class BulkEmbed:
             frames=self.options["frames"],
         )
         outcomes: dict[int, Outcome] = {}
-        transport = self.client._transport
-        assert hasattr(transport, "embed_many")
+        assert self.stream is not None
         try:
-            async for reply in transport.embed_many(request, self.client._deadline(self.timeout)):
+            async for reply in self.stream(request, self.timeout):
                 index = order[reply.index]
                 outcomes[index] = (
                     rpc.embedding(reply.result) if reply.HasField("result") else rpc.item_error(reply.error)

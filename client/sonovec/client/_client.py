@@ -1,4 +1,10 @@
-"""``Client`` (sync) and ``AsyncClient``: one API over REST and gRPC, picked by the URL scheme."""
+"""``Client`` (sync) and ``AsyncClient``: one API over REST and gRPC, picked by the URL scheme.
+
+Every method is written once, as a plan (see ``_plan``) in ``_Api`` or ``_CollectionsApi``: it
+checks its arguments, yields each ``Call`` (an op and its deadline) or the ``embed_many`` job it
+needs, and returns the result. ``Client`` and ``Collections`` run plans blocking, ``AsyncClient``
+and ``AsyncCollections`` as coroutines; each adds only its transport and how it runs one step.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import concurrent.futures
 import os
 import time
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -17,6 +23,7 @@ from sonovec.client import _errors as kinds
 from sonovec.client import _ops as ops
 from sonovec.client._audio import AudioData, AudioLike, to_audio
 from sonovec.client._errors import SonovecClientError
+from sonovec.client._plan import Awaiting, Blocking, Plan, api
 from sonovec.client._retry import backoff_delay
 from sonovec.client._transport import (
     AsyncGrpcTransport,
@@ -49,7 +56,22 @@ T = TypeVar("T")
 Described = TypeVar("Described", ModelsInfo, ServerInfo)
 
 
-class _Base:
+class Call(NamedTuple):
+    """A step of a plan: run ``op`` (with retries) within ``timeout`` (None: the client's)."""
+
+    op: ops.Op[Any]
+    timeout: float | None = None
+
+
+def _call(op: ops.Op[T], timeout: float | None = None) -> Plan[T]:
+    """The plan of one op, for plans to use: ``result = yield from _call(op)``."""
+    result: T = yield Call(op, timeout)
+    return result
+
+
+class _Api:
+    """What ``Client`` and ``AsyncClient`` share: options, checks, and every method as a plan."""
+
     def __init__(
         self,
         url: str,
@@ -145,8 +167,148 @@ class _Base:
             segments, list(scales) if scales else [1.0] * len(segments), model, num_samples, subtype
         )
 
+    # ---- the API: each method once, run by Client and by AsyncClient ----
 
-class Client(_Base):
+    @api
+    def embed(
+        self,
+        audio: AudioLike,
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        pooling: str = "mean",
+        normalize: bool = True,
+        frames: bool = False,
+        timeout: float | None = None,
+    ) -> Plan[Embedding]:
+        """One recording's pooled embedding ([D] for "mean", [2D] for "mean_std"); frames on request."""
+        op = ops.Embed(self._checked(audio, sample_rate), model, pooling, normalize, frames)
+        return (yield from _call(op, timeout))
+
+    @api
+    def encode(
+        self,
+        audio: AudioLike,
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        bandwidth: float = 6.0,
+        timeout: float | None = None,
+    ) -> Plan[Codes]:
+        """RVQ codes per segment at ``bandwidth`` kbps, with each segment's scale."""
+        return (yield from _call(ops.Encode(self._checked(audio, sample_rate), model, bandwidth), timeout))
+
+    @api
+    def decode(
+        self,
+        codes: Codes | Sequence[np.ndarray],
+        *,
+        scales: Sequence[float] | None = None,
+        model: str | None = None,
+        num_samples: int | None = None,
+        subtype: str = "PCM_16",
+        timeout: float | None = None,
+    ) -> Plan[DecodedAudio]:
+        """Audio from codes: an ``encode`` result as it is, or [K, F] arrays (+ scales)."""
+        return (yield from _call(self._codes(codes, scales, model, num_samples, subtype), timeout))
+
+    @api
+    def similarity(
+        self,
+        recordings: Sequence[AudioLike],
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        pooling: str = "mean",
+        timeout: float | None = None,
+    ) -> Plan[Similarity]:
+        """[N, N] cosine similarities between recordings."""
+        op = ops.SimilarityOp(self._recordings(recordings, sample_rate), model, pooling)
+        return (yield from _call(op, timeout))
+
+    @api
+    def self_similarity(
+        self,
+        audio: AudioLike,
+        *,
+        sample_rate: int | None = None,
+        segment_seconds: float = 1.0,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> Plan[SelfSimilarity]:
+        """A recording's segment-by-segment similarity matrix."""
+        op = ops.SelfSimilarityOp(self._checked(audio, sample_rate), segment_seconds, model)
+        return (yield from _call(op, timeout))
+
+    @api
+    def classify(
+        self,
+        audio: AudioLike | None = None,
+        *,
+        collection: str,
+        id: str | None = None,
+        vector: np.ndarray | None = None,
+        space: SpaceClaim | None = None,
+        sample_rate: int | None = None,
+        k: int = 10,
+        weighting: str = "distance",
+        classes: Sequence[str] | None = None,
+        probe: str | None = None,
+        version: int | None = None,
+        top: int = 5,
+        timeout: float | None = None,
+    ) -> Plan[Classification]:
+        """Top labels for a recording, a stored item (``id``) or a ``vector``: a vote of the ``k``
+        nearest labelled items in ``collection`` ("distance" or "uniform" weighting), or a probe."""
+        query = self._query(audio, id, vector, space, sample_rate)
+        op = ops.Classify(collection, query, k, weighting, classes, probe, version, top)
+        return (yield from _call(op, timeout))
+
+    @api
+    def models(self) -> Plan[ModelsInfo]:
+        """What is loaded, its weights, and the limits on input."""
+        return self._remember_limits((yield from _call(ops.Models())))
+
+    @api
+    def info(self) -> Plan[ServerInfo]:
+        """The server's limits (and, over gRPC, its message size limits and version)."""
+        return self._remember_limits((yield from _call(ops.Info())))
+
+    @api
+    def embed_many(
+        self,
+        audios: Sequence[AudioLike],
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        pooling: str = "mean",
+        normalize: bool = True,
+        frames: bool = False,
+        concurrency: int = 8,
+        progress: bool = True,
+        retries: int = 8,
+        timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> Plan[list[Any]]:
+        """Embed many recordings, results in input order.
+
+        At most ``concurrency`` requests in flight; a tqdm progress bar; overloaded or unavailable
+        calls retried up to ``retries`` times with backoff, honouring Retry-After. Work is fitted to
+        the server's published limits: recordings over its byte limit are refused without being
+        sent; over gRPC, small recordings travel together in EmbedMany requests (up to
+        max_recordings and the message size limit) and large ones through EmbedStream.
+
+        With ``return_exceptions`` a failed recording leaves its ``SonovecClientError`` in the
+        list; otherwise the first failure is raised once in-flight requests finish. ``Client``
+        runs it on an ``AsyncClient`` with its options, on a private event loop in a worker thread."""
+        options = {"model": model, "pooling": pooling, "normalize": normalize, "frames": frames}
+        job = _bulk.Job(
+            list(audios), sample_rate, options, concurrency, retries, timeout, progress, return_exceptions
+        )
+        return (yield job)
+
+
+class Client(_Api, Blocking):
     """Synchronous client. ``with Client("grpc://localhost:50051") as c: c.embed("a.wav").vector``"""
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -179,139 +341,15 @@ class Client(_Base):
                 time.sleep(delay)
                 attempt += 1
 
-    # ---- the API ----
+    def _step(self, step: Call | _bulk.Job) -> Any:
+        if isinstance(step, _bulk.Job):
+            return _run_in_thread(_embed_in_twin(self.url, self._options, step))
+        return self.call(step.op, step.timeout)
 
-    def embed(
-        self,
-        audio: AudioLike,
-        *,
-        sample_rate: int | None = None,
-        model: str | None = None,
-        pooling: str = "mean",
-        normalize: bool = True,
-        frames: bool = False,
-        timeout: float | None = None,
-    ) -> Embedding:
-        """One recording's pooled embedding ([D] for "mean", [2D] for "mean_std"); frames on request."""
-        op = ops.Embed(self._checked(audio, sample_rate), model, pooling, normalize, frames)
-        return self.call(op, timeout)
 
-    def encode(
-        self,
-        audio: AudioLike,
-        *,
-        sample_rate: int | None = None,
-        model: str | None = None,
-        bandwidth: float = 6.0,
-        timeout: float | None = None,
-    ) -> Codes:
-        """RVQ codes per segment at ``bandwidth`` kbps, with each segment's scale."""
-        return self.call(ops.Encode(self._checked(audio, sample_rate), model, bandwidth), timeout)
-
-    def decode(
-        self,
-        codes: Codes | Sequence[np.ndarray],
-        *,
-        scales: Sequence[float] | None = None,
-        model: str | None = None,
-        num_samples: int | None = None,
-        subtype: str = "PCM_16",
-        timeout: float | None = None,
-    ) -> DecodedAudio:
-        """Audio from codes: an ``encode`` result as it is, or [K, F] arrays (+ scales)."""
-        return self.call(self._codes(codes, scales, model, num_samples, subtype), timeout)
-
-    def similarity(
-        self,
-        recordings: Sequence[AudioLike],
-        *,
-        sample_rate: int | None = None,
-        model: str | None = None,
-        pooling: str = "mean",
-        timeout: float | None = None,
-    ) -> Similarity:
-        """[N, N] cosine similarities between recordings."""
-        op = ops.SimilarityOp(self._recordings(recordings, sample_rate), model, pooling)
-        return self.call(op, timeout)
-
-    def self_similarity(
-        self,
-        audio: AudioLike,
-        *,
-        sample_rate: int | None = None,
-        segment_seconds: float = 1.0,
-        model: str | None = None,
-        timeout: float | None = None,
-    ) -> SelfSimilarity:
-        """A recording's segment-by-segment similarity matrix."""
-        op = ops.SelfSimilarityOp(self._checked(audio, sample_rate), segment_seconds, model)
-        return self.call(op, timeout)
-
-    def classify(
-        self,
-        audio: AudioLike | None = None,
-        *,
-        collection: str,
-        id: str | None = None,
-        vector: np.ndarray | None = None,
-        space: SpaceClaim | None = None,
-        sample_rate: int | None = None,
-        k: int = 10,
-        weighting: str = "distance",
-        classes: Sequence[str] | None = None,
-        probe: str | None = None,
-        version: int | None = None,
-        top: int = 5,
-        timeout: float | None = None,
-    ) -> Classification:
-        """Top labels for a recording, a stored item (``id``) or a ``vector``: a vote of the ``k``
-        nearest labelled items in ``collection`` ("distance" or "uniform" weighting), or a probe."""
-        query = self._query(audio, id, vector, space, sample_rate)
-        return self.call(ops.Classify(collection, query, k, weighting, classes, probe, version, top), timeout)
-
-    def models(self) -> ModelsInfo:
-        """What is loaded, its weights, and the limits on input."""
-        return self._remember_limits(self.call(ops.Models()))
-
-    def info(self) -> ServerInfo:
-        """The server's limits (and, over gRPC, its message size limits and version)."""
-        return self._remember_limits(self.call(ops.Info()))
-
-    def embed_many(
-        self,
-        audios: Sequence[AudioLike],
-        *,
-        sample_rate: int | None = None,
-        model: str | None = None,
-        pooling: str = "mean",
-        normalize: bool = True,
-        frames: bool = False,
-        concurrency: int = 8,
-        progress: bool = True,
-        retries: int = 8,
-        timeout: float | None = None,
-        return_exceptions: bool = False,
-    ) -> list[Any]:
-        """Embed many recordings; see ``AsyncClient.embed_many``. Runs an ``AsyncClient`` on a
-        private event loop in a worker thread."""
-
-        async def run() -> list[Any]:
-            async with AsyncClient(self.url, **self._options) as twin:
-                return await twin.embed_many(
-                    audios,
-                    sample_rate=sample_rate,
-                    model=model,
-                    pooling=pooling,
-                    normalize=normalize,
-                    frames=frames,
-                    concurrency=concurrency,
-                    progress=progress,
-                    retries=retries,
-                    timeout=timeout,
-                    return_exceptions=return_exceptions,
-                )
-
-        return _run_in_thread(run())
+async def _embed_in_twin(url: str, options: dict[str, Any], job: _bulk.Job) -> list[Any]:
+    async with AsyncClient(url, **options) as twin:
+        return await twin._embed_all(job)
 
 
 def _run_in_thread(coro: Coroutine[Any, Any, T]) -> T:
@@ -319,7 +357,7 @@ def _run_in_thread(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
-class AsyncClient(_Base):
+class AsyncClient(_Api, Awaiting):
     """Asynchronous client with the same methods as ``Client``, as coroutines."""
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -351,125 +389,14 @@ class AsyncClient(_Base):
                 await asyncio.sleep(delay)
                 attempt += 1
 
-    # ---- the API ----
+    async def _step(self, step: Call | _bulk.Job) -> Any:
+        if isinstance(step, _bulk.Job):
+            return await self._embed_all(step)
+        return await self.call(step.op, step.timeout)
 
-    async def embed(
-        self,
-        audio: AudioLike,
-        *,
-        sample_rate: int | None = None,
-        model: str | None = None,
-        pooling: str = "mean",
-        normalize: bool = True,
-        frames: bool = False,
-        timeout: float | None = None,
-    ) -> Embedding:
-        op = ops.Embed(self._checked(audio, sample_rate), model, pooling, normalize, frames)
-        return await self.call(op, timeout)
-
-    async def encode(
-        self,
-        audio: AudioLike,
-        *,
-        sample_rate: int | None = None,
-        model: str | None = None,
-        bandwidth: float = 6.0,
-        timeout: float | None = None,
-    ) -> Codes:
-        return await self.call(ops.Encode(self._checked(audio, sample_rate), model, bandwidth), timeout)
-
-    async def decode(
-        self,
-        codes: Codes | Sequence[np.ndarray],
-        *,
-        scales: Sequence[float] | None = None,
-        model: str | None = None,
-        num_samples: int | None = None,
-        subtype: str = "PCM_16",
-        timeout: float | None = None,
-    ) -> DecodedAudio:
-        return await self.call(self._codes(codes, scales, model, num_samples, subtype), timeout)
-
-    async def similarity(
-        self,
-        recordings: Sequence[AudioLike],
-        *,
-        sample_rate: int | None = None,
-        model: str | None = None,
-        pooling: str = "mean",
-        timeout: float | None = None,
-    ) -> Similarity:
-        op = ops.SimilarityOp(self._recordings(recordings, sample_rate), model, pooling)
-        return await self.call(op, timeout)
-
-    async def self_similarity(
-        self,
-        audio: AudioLike,
-        *,
-        sample_rate: int | None = None,
-        segment_seconds: float = 1.0,
-        model: str | None = None,
-        timeout: float | None = None,
-    ) -> SelfSimilarity:
-        op = ops.SelfSimilarityOp(self._checked(audio, sample_rate), segment_seconds, model)
-        return await self.call(op, timeout)
-
-    async def classify(
-        self,
-        audio: AudioLike | None = None,
-        *,
-        collection: str,
-        id: str | None = None,
-        vector: np.ndarray | None = None,
-        space: SpaceClaim | None = None,
-        sample_rate: int | None = None,
-        k: int = 10,
-        weighting: str = "distance",
-        classes: Sequence[str] | None = None,
-        probe: str | None = None,
-        version: int | None = None,
-        top: int = 5,
-        timeout: float | None = None,
-    ) -> Classification:
-        query = self._query(audio, id, vector, space, sample_rate)
-        return await self.call(
-            ops.Classify(collection, query, k, weighting, classes, probe, version, top), timeout
-        )
-
-    async def models(self) -> ModelsInfo:
-        return self._remember_limits(await self.call(ops.Models()))
-
-    async def info(self) -> ServerInfo:
-        return self._remember_limits(await self.call(ops.Info()))
-
-    async def embed_many(
-        self,
-        audios: Sequence[AudioLike],
-        *,
-        sample_rate: int | None = None,
-        model: str | None = None,
-        pooling: str = "mean",
-        normalize: bool = True,
-        frames: bool = False,
-        concurrency: int = 8,
-        progress: bool = True,
-        retries: int = 8,
-        timeout: float | None = None,
-        return_exceptions: bool = False,
-    ) -> list[Any]:
-        """Embed many recordings, results in input order.
-
-        At most ``concurrency`` requests in flight; a tqdm progress bar; overloaded or unavailable
-        calls retried up to ``retries`` times with backoff, honouring Retry-After. Work is fitted to
-        the server's published limits: recordings over its byte limit are refused without being
-        sent; over gRPC, small recordings travel together in EmbedMany requests (up to
-        max_recordings and the message size limit) and large ones through EmbedStream.
-
-        With ``return_exceptions`` a failed recording leaves its ``SonovecClientError`` in the
-        list; otherwise the first failure is raised once in-flight requests finish."""
-        options = {"model": model, "pooling": pooling, "normalize": normalize, "frames": frames}
-        job = _bulk.BulkEmbed(self, list(audios), sample_rate, options, concurrency, retries, timeout)
-        return await job.run(progress=progress, return_exceptions=return_exceptions)
+    async def _embed_all(self, job: _bulk.Job) -> list[Any]:
+        stream = self._transport.embed_many if isinstance(self._transport, AsyncGrpcTransport) else None
+        return await _bulk.BulkEmbed(self, job, stream).run()
 
 
 def _index(index: str | IndexSpec) -> IndexSpec:
@@ -484,13 +411,13 @@ def _deletes(transport: str, collection: str, ids: str | Sequence[str]) -> list[
     return [ops.DeleteItems(collection, ids)]
 
 
-class Collections:
-    """``client.collections``: named vector indexes bound to one embedding space (model, weights,
-    pooling). The same methods, as coroutines, on ``AsyncClient.collections``."""
+class _CollectionsApi:
+    """What ``Collections`` and ``AsyncCollections`` share: every method, as a plan."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: _Api) -> None:
         self._client = client
 
+    @api
     def create(
         self,
         name: str,
@@ -500,22 +427,27 @@ class Collections:
         normalize: bool = True,
         index: str | IndexSpec = "flat",
         description: str = "",
-    ) -> Collection:
+    ) -> Plan[Collection]:
         """A new collection bound to ``model``'s current weights; ``index``: flat, hnsw, ivf."""
-        return self._client.call(
-            ops.CreateCollection(name, model, pooling, normalize, _index(index), description)
-        )
+        op = ops.CreateCollection(name, model, pooling, normalize, _index(index), description)
+        return (yield from _call(op))
 
-    def info(self, name: str) -> Collection:
-        return self._client.call(ops.GetCollection(name))
+    @api
+    def info(self, name: str) -> Plan[Collection]:
+        """The collection's space, index, size and description."""
+        return (yield from _call(ops.GetCollection(name)))
 
-    def list(self) -> list[Collection]:
-        return self._client.call(ops.ListCollections())
+    @api
+    def list(self) -> Plan[list[Collection]]:
+        """Every collection."""
+        return (yield from _call(ops.ListCollections()))
 
-    def drop(self, name: str) -> bool:
+    @api
+    def drop(self, name: str) -> Plan[bool]:
         """Drop the collection, its items and its probes."""
-        return self._client.call(ops.DropCollection(name))
+        return (yield from _call(ops.DropCollection(name)))
 
+    @api
     def add(
         self,
         collection: str,
@@ -523,17 +455,24 @@ class Collections:
         *,
         space: SpaceClaim | None = None,
         timeout: float | None = None,
-    ) -> AddResult:
+    ) -> Plan[AddResult]:
         """Add or replace items (by id), from vectors or audio; returns once the write is durable."""
-        return self._client.call(ops.AddItems(collection, list(items), space), timeout)
+        return (yield from _call(ops.AddItems(collection, list(items), space), timeout))
 
-    def get(self, collection: str, id: str) -> Item:
-        return self._client.call(ops.GetItem(collection, id))
+    @api
+    def get(self, collection: str, id: str) -> Plan[Item]:
+        """One stored item: its labels, metadata and vector."""
+        return (yield from _call(ops.GetItem(collection, id)))
 
-    def delete(self, collection: str, ids: str | Sequence[str]) -> int:
+    @api
+    def delete(self, collection: str, ids: str | Sequence[str]) -> Plan[int]:
         """Delete items by id; returns how many existed."""
-        return sum(self._client.call(op) for op in _deletes(self._client.transport, collection, ids))
+        existed = 0
+        for op in _deletes(self._client.transport, collection, ids):
+            existed += yield from _call(op)
+        return existed
 
+    @api
     def search(
         self,
         collection: str,
@@ -548,11 +487,12 @@ class Collections:
         ef_search: int | None = None,
         nprobe: int | None = None,
         timeout: float | None = None,
-    ) -> SearchResult:
+    ) -> Plan[SearchResult]:
         """The ``k`` nearest items to a recording, a stored item (``id``, left out) or a ``vector``."""
         query = self._client._query(audio, id, vector, space, sample_rate)
-        return self._client.call(ops.Search(collection, query, k, labels, ef_search, nprobe), timeout)
+        return (yield from _call(ops.Search(collection, query, k, labels, ef_search, nprobe), timeout))
 
+    @api
     def train_probe(
         self,
         collection: str,
@@ -561,86 +501,32 @@ class Collections:
         classes: Sequence[str] | None = None,
         c: float = 1.0,
         folds: int = 5,
-    ) -> ProbeInfo:
+    ) -> Plan[ProbeInfo]:
         """A logistic-regression probe on the collection's labels (the next version of ``name``)."""
-        return self._client.call(ops.TrainProbe(collection, name, classes, c, folds))
+        return (yield from _call(ops.TrainProbe(collection, name, classes, c, folds)))
 
-    def probes(self, collection: str) -> builtins.list[ProbeInfo]:
-        return self._client.call(ops.ListProbes(collection))
+    @api
+    def probes(self, collection: str) -> Plan[builtins.list[ProbeInfo]]:
+        """The collection's probes, every version."""
+        return (yield from _call(ops.ListProbes(collection)))
 
 
-class AsyncCollections:
+class Collections(_CollectionsApi, Blocking):
+    """``client.collections``: named vector indexes bound to one embedding space (model, weights,
+    pooling). The same methods, as coroutines, on ``AsyncClient.collections``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client: Client = client
+
+    def _step(self, step: Call | _bulk.Job) -> Any:
+        return self._client._step(step)
+
+
+class AsyncCollections(_CollectionsApi, Awaiting):
     """``client.collections`` of an ``AsyncClient``."""
 
     def __init__(self, client: AsyncClient) -> None:
-        self._client = client
+        self._client: AsyncClient = client
 
-    async def create(
-        self,
-        name: str,
-        *,
-        model: str | None = None,
-        pooling: str = "mean",
-        normalize: bool = True,
-        index: str | IndexSpec = "flat",
-        description: str = "",
-    ) -> Collection:
-        op = ops.CreateCollection(name, model, pooling, normalize, _index(index), description)
-        return await self._client.call(op)
-
-    async def info(self, name: str) -> Collection:
-        return await self._client.call(ops.GetCollection(name))
-
-    async def list(self) -> list[Collection]:
-        return await self._client.call(ops.ListCollections())
-
-    async def drop(self, name: str) -> bool:
-        return await self._client.call(ops.DropCollection(name))
-
-    async def add(
-        self,
-        collection: str,
-        items: Sequence[NewItem],
-        *,
-        space: SpaceClaim | None = None,
-        timeout: float | None = None,
-    ) -> AddResult:
-        return await self._client.call(ops.AddItems(collection, list(items), space), timeout)
-
-    async def get(self, collection: str, id: str) -> Item:
-        return await self._client.call(ops.GetItem(collection, id))
-
-    async def delete(self, collection: str, ids: str | Sequence[str]) -> int:
-        return sum([await self._client.call(op) for op in _deletes(self._client.transport, collection, ids)])
-
-    async def search(
-        self,
-        collection: str,
-        audio: AudioLike | None = None,
-        *,
-        id: str | None = None,
-        vector: np.ndarray | None = None,
-        space: SpaceClaim | None = None,
-        sample_rate: int | None = None,
-        k: int = 10,
-        labels: Sequence[str] | None = None,
-        ef_search: int | None = None,
-        nprobe: int | None = None,
-        timeout: float | None = None,
-    ) -> SearchResult:
-        query = self._client._query(audio, id, vector, space, sample_rate)
-        return await self._client.call(ops.Search(collection, query, k, labels, ef_search, nprobe), timeout)
-
-    async def train_probe(
-        self,
-        collection: str,
-        name: str,
-        *,
-        classes: Sequence[str] | None = None,
-        c: float = 1.0,
-        folds: int = 5,
-    ) -> ProbeInfo:
-        return await self._client.call(ops.TrainProbe(collection, name, classes, c, folds))
-
-    async def probes(self, collection: str) -> builtins.list[ProbeInfo]:
-        return await self._client.call(ops.ListProbes(collection))
+    async def _step(self, step: Call | _bulk.Job) -> Any:
+        return await self._client._step(step)

@@ -1,6 +1,6 @@
 """Each API method once: its REST request and its gRPC request, and how to read either reply.
 
-A transport picks its side (``http()`` or ``grpc()``); ``Client`` and ``AsyncClient`` only build ops.
+A transport picks its side (``http()`` or ``grpc()``); the client's methods (``_client``) only build ops.
 """
 
 from __future__ import annotations
