@@ -39,6 +39,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy -p sonovec.models -p sonovec.server -p sonovec.client
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python benchmarks/study_replay.py --quick

@@ -143,8 +143,14 @@ class EmbedResponse(BaseModel):
     duration_s: float
     num_windows: int
     cached: bool
-    frames: list[list[float]] | None = None
-    frame_times_s: list[float] | None = None
+    frames: list[list[float]] | None = Field(
+        None, description="[F, D] latent frames as the model makes them (with frames=true)."
+    )
+    frame_times_s: list[float] | None = Field(
+        None,
+        description="Each frame's start, seconds. 48 kHz: 1 s segments overlap by 1.5 frames, so the "
+        "times step back at each segment boundary (see docs/architecture.md); 24 kHz: increasing.",
+    )
 
     @classmethod
     def of(cls, r: core.EmbedResult) -> EmbedResponse:
