@@ -99,6 +99,18 @@ class IndexSpec:
                 raise invalid(f"{name} = {value}", field=f"index.{name}", allowed=f"{low} to {high}")
         return self
 
+    # The wire's names (REST IndexIn, gRPC IndexSpec) of the fields: one mapping for both.
+    WIRE_NAMES = {"type": "kind", "m": "hnsw_m", "ef_construction": "ef_construction",
+                  "ef_search": "ef_search", "nlist": "nlist", "nprobe": "nprobe"}
+
+    @classmethod
+    def from_wire(cls, fields: dict[str, Any]) -> IndexSpec:
+        """From wire names; absent fields keep their defaults (checked by ``check``)."""
+        return cls(**{cls.WIRE_NAMES[name]: value for name, value in fields.items()})
+
+    def to_wire(self) -> dict[str, Any]:
+        return {name: getattr(self, ours) for name, ours in self.WIRE_NAMES.items()}
+
     @property
     def ivf_train_size(self) -> int:
         """IVF trains once the collection holds this many items (FAISS wants ~39 per list);

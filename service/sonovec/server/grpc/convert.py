@@ -13,6 +13,7 @@ from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
 from sonovec.server import core
+from sonovec.server.collections import spec
 from sonovec.server.core import AudioSource, Service
 from sonovec.server.errors import GRPC_CODE, SonovecError, invalid
 from sonovec.server.settings import Settings
@@ -226,7 +227,6 @@ def recordings(sources: Sequence[pb.Audio]) -> list[AudioSource]:
 
 
 # --- collections (REST: http/collection_schemas.py) --------------------------------------------
-# ``sonovec.server.collections`` is imported where used: the rest of the transport works without it.
 
 
 def struct_dict(message: struct_pb2.Struct) -> dict[str, Any]:
@@ -251,36 +251,27 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct:
     return message
 
 
-def index_spec(m: cpb.IndexSpec) -> Any:
-    """As REST's IndexIn: absent fields take its defaults."""
-    from sonovec.server.collections import IndexSpec
-
-    default = IndexSpec()
-    return IndexSpec(
-        kind=m.type or "flat",  # type: ignore[arg-type]  # checked by IndexSpec.check()
-        hnsw_m=m.m if m.HasField("m") else default.hnsw_m,
-        ef_construction=m.ef_construction if m.HasField("ef_construction") else default.ef_construction,
-        ef_search=m.ef_search if m.HasField("ef_search") else default.ef_search,
-        nlist=m.nlist if m.HasField("nlist") else default.nlist,
-        nprobe=m.nprobe if m.HasField("nprobe") else default.nprobe,
-    )
+def index_spec(m: cpb.IndexSpec) -> spec.IndexSpec:
+    """The fields the caller set, by their wire names; the rest keep the core's defaults."""
+    fields = {
+        name: getattr(m, name) for name in spec.IndexSpec.WIRE_NAMES if name != "type" and m.HasField(name)
+    }
+    if m.type:  # a plain string: empty means absent
+        fields["type"] = m.type
+    return spec.IndexSpec.from_wire(fields)
 
 
-def space_claim(m: cpb.SpaceClaim) -> Any:
-    from sonovec.server.collections import SpaceClaim
-
+def space_claim(m: cpb.SpaceClaim) -> spec.SpaceClaim:
     fields = ("model", "weights_fingerprint", "pooling", "normalize")
-    return SpaceClaim(*(getattr(m, f) if m.HasField(f) else None for f in fields))
+    return spec.SpaceClaim(*(getattr(m, f) if m.HasField(f) else None for f in fields))
 
 
 def _vector(m: cpb.Vector) -> np.ndarray:
     return np.asarray(m.values, dtype=np.float32)
 
 
-def new_item(m: cpb.ItemIn, index: int) -> Any:
-    from sonovec.server.collections import NewItem
-
-    return NewItem(
+def new_item(m: cpb.ItemIn, index: int) -> spec.NewItem:
+    return spec.NewItem(
         m.id,
         _vector(m.vector) if m.HasField("vector") else None,
         audio_source(m.audio, f"items[{index}].audio") if m.HasField("audio") else None,
@@ -289,11 +280,9 @@ def new_item(m: cpb.ItemIn, index: int) -> Any:
     )
 
 
-def query(m: cpb.SearchRequest | cpb.ClassifyRequest) -> Any:
+def query(m: cpb.SearchRequest | cpb.ClassifyRequest) -> spec.Query:
     """Exactly one of audio, id, vector (the core checks), with the vector's claimed space."""
-    from sonovec.server.collections import Query
-
-    return Query(
+    return spec.Query(
         vector=_vector(m.vector) if m.HasField("vector") else None,
         audio=audio_source(m.audio) if m.HasField("audio") else None,
         item_id=m.id if m.HasField("id") else None,
@@ -301,7 +290,7 @@ def query(m: cpb.SearchRequest | cpb.ClassifyRequest) -> Any:
     )
 
 
-def space(s: Any) -> cpb.Space:
+def space(s: spec.EmbeddingSpace) -> cpb.Space:
     return cpb.Space(
         model=s.model,
         weights_fingerprint=s.weights_fingerprint,
@@ -311,19 +300,11 @@ def space(s: Any) -> cpb.Space:
     )
 
 
-def collection(info: Any) -> cpb.Collection:
-    index = info.index
+def collection(info: spec.CollectionInfo) -> cpb.Collection:
     return cpb.Collection(
         name=info.name,
         space=space(info.space),
-        index=cpb.IndexSpec(
-            type=index.kind,
-            m=index.hnsw_m,
-            ef_construction=index.ef_construction,
-            ef_search=index.ef_search,
-            nlist=index.nlist,
-            nprobe=index.nprobe,
-        ),
+        index=cpb.IndexSpec(**info.index.to_wire()),
         count=info.count,
         description=info.description,
         created_at=info.created_at,

@@ -33,7 +33,7 @@ def _csv(value: object) -> object:
 class IndexIn(Strict):
     """``flat`` (exact) by default; ``hnsw`` or ``ivf`` for large collections."""
 
-    type: Literal["flat", "hnsw", "ivf"] = core.IndexSpec.kind
+    type: Literal["flat", "hnsw", "ivf"] = core.IndexSpec.kind  # wire names: IndexSpec.WIRE_NAMES
     m: int = Field(core.IndexSpec.hnsw_m, description="HNSW: links per node.")
     ef_construction: int = Field(
         core.IndexSpec.ef_construction, description="HNSW: candidate list size while building."
@@ -45,13 +45,11 @@ class IndexIn(Strict):
     nprobe: int = Field(core.IndexSpec.nprobe, description="IVF: default lists visited by a search.")
 
     def spec(self) -> core.IndexSpec:
-        return core.IndexSpec(kind=self.type, hnsw_m=self.m, ef_construction=self.ef_construction,
-                              ef_search=self.ef_search, nlist=self.nlist, nprobe=self.nprobe)
+        return core.IndexSpec.from_wire(self.model_dump())
 
     @classmethod
     def of(cls, index: core.IndexSpec) -> IndexIn:
-        return cls(type=index.kind, m=index.hnsw_m, ef_construction=index.ef_construction,
-                   ef_search=index.ef_search, nlist=index.nlist, nprobe=index.nprobe)
+        return cls(**index.to_wire())
 
 
 class CreateCollectionRequest(Strict):
