@@ -185,3 +185,16 @@ def test_a_silent_recording_is_refused_in_errors_jsonl_and_the_run_succeeds(tmp_
     again = extract(tmp_path / "in", tmp_path / "out")  # tried again, still one line
     assert again.returncode == 0, again.stderr
     assert len((tmp_path / "out" / "errors.jsonl").read_text().splitlines()) == 1
+
+
+def test_recordings_longer_than_the_queue_holds_at_once_wait_their_turn(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    for i in range(4):  # 4 x 6 s at once, a queue of 10 audio seconds: a server would answer 429
+        write_tone(tmp_path / "in" / f"take{i}.flac", 6.0, 48_000, 2, "flac", seed=i)
+    env = {**os.environ, "SONOVEC_FAKE_SECONDS_PER_AUDIO_SECOND": "0.02"}
+    done = extract(
+        tmp_path / "in", tmp_path / "out", "--max-queue-seconds", "10", "--concurrency", "4", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 4
+    assert (tmp_path / "out" / "errors.jsonl").read_text() == ""

@@ -29,7 +29,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from sonovec.server.core import AudioSource, EmbedOptions, Service
+from sonovec.server.core import AudioSource, EmbedOptions, EmbedResult, Service
 from sonovec.server.errors import ErrorKind, SonovecError
 from sonovec.server.settings import Settings
 
@@ -315,7 +315,7 @@ async def _embed_one(
     service: Service, options: ExtractOptions, embed_options: EmbedOptions, rel: Path
 ) -> dict[str, Any]:
     source = await asyncio.to_thread(read_source, options.input / rel, options)
-    result = await service.embed(source, embed_options)
+    result = await _embed_when_queued(service, source, embed_options)
     entry: dict[str, Any] = {
         "path": str(rel),
         "duration_s": round(result.duration_s, 6),
@@ -327,6 +327,19 @@ async def _embed_one(
         await asyncio.to_thread(_save_npy, options.output / latents_path, result.frames)
         entry["latents"] = str(latents_path)
     return entry
+
+
+async def _embed_when_queued(service: Service, source: AudioSource, options: EmbedOptions) -> EmbedResult:
+    """A server answers a full queue with 429; a bulk run waits its turn instead. (Long recordings
+    fill the queue: 8 at once of 4 minutes are more than its default 1800 audio seconds.)"""
+    while True:
+        try:
+            return await service.embed(source, options)
+        except SonovecError as exc:
+            if exc.kind is not ErrorKind.OVERLOADED:
+                raise
+            # retry_after is when the queue has likely drained; try at half of it.
+            await asyncio.sleep((exc.retry_after or 1.0) / 2)
 
 
 def _error_entry(rel: Path, exc: Exception) -> dict[str, str]:
