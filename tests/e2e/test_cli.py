@@ -9,6 +9,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import httpx
 import pytest
 from servers import ServerProcess, free_port
 
@@ -74,3 +75,12 @@ def test_health_fails_against_a_closed_port(command: str) -> None:
     done = sonovec(command, "--live", env={"SONOVEC_PORT": str(free_port())})
     assert done.returncode == 1
     assert "not healthy" in done.stderr and "unreachable" in done.stderr
+
+
+def test_the_server_log_has_no_faiss_fallback_noise(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path, log_level="info") as server:
+        created = httpx.post(f"{server.url}/v1/collections", json={"name": "c"}, timeout=30)
+        assert created.status_code == 201, created.text  # faiss is loaded by now
+    log = server.log.read_text()
+    assert "sonovec.server.serve: REST on" in log  # INFO lines do reach the log
+    assert "swigfaiss" not in log and "faiss.loader" not in log
