@@ -198,3 +198,14 @@ def test_recordings_longer_than_the_queue_holds_at_once_wait_their_turn(tmp_path
     assert done.returncode == 0, done.stderr
     assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 4
     assert (tmp_path / "out" / "errors.jsonl").read_text() == ""
+
+
+def test_latents_of_same_named_recordings_do_not_overwrite_each_other(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    write_tone(tmp_path / "in" / "a.wav", 1.0, 48_000, 2, "wav", seed=1)
+    write_tone(tmp_path / "in" / "a.flac", 2.0, 48_000, 2, "flac", seed=2)
+    assert extract(tmp_path / "in", tmp_path / "out", "--latents").returncode == 0
+    entries = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    frames = {e["path"]: np.load(tmp_path / "out" / e["latents"]).shape[0] for e in entries}
+    assert frames["a.flac"] > frames["a.wav"]  # each its own file: 2 s has more frames than 1 s
+    assert {e["latents"] for e in entries} == {"latents/a.wav.npy", "latents/a.flac.npy"}

@@ -5,6 +5,7 @@ The output folder, resuming and errors are described in docs/extract.md; in shor
     model.json          the model, its weights fingerprint and the options; a resume must match it
     manifest.jsonl      one JSON line per finished recording, appended and fsync'd as each one ends
     latents/<path>.npy  [F, D] float32 latent frames (with --latents), written before its manifest line
+                        (<path> keeps its extension: latents/a/b.wav.npy)
     embeddings.npy      [N, D] float32, rows in manifest order (rewritten at the end of every run)
     paths.txt           the N relative paths, one a line, in the same order
     errors.jsonl        the recordings of the latest run that were refused or failed, with the reason
@@ -323,7 +324,7 @@ async def _embed_one(
         "embedding": result.vector.tolist(),
     }
     if options.latents and result.frames is not None:
-        latents_path = Path("latents") / rel.with_suffix(".npy")
+        latents_path = Path("latents") / f"{rel}.npy"  # a.wav and a.flac side by side: two files
         await asyncio.to_thread(_save_npy, options.output / latents_path, result.frames)
         entry["latents"] = str(latents_path)
     return entry
