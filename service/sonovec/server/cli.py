@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import types
 import typing
@@ -54,7 +55,20 @@ EXTRACT_SETTINGS = (
     "data_dir",
     "log_level",
 )
-EXTRACT_DEFAULTS: dict[str, Any] = {"grpc_port": 0, "max_wait_ms": 20.0}
+# Where extract's defaults differ from the server's (a flag or SONOVEC_<NAME> still wins). Its
+# deadline is a day, not 300 s: recordings queued behind long ones wait longer than a client would.
+EXTRACT_DEFAULTS: dict[str, Any] = {"grpc_port": 0, "max_wait_ms": 20.0, "request_timeout_s": 86400.0}
+
+# Help where the server's wording (requests, clients, 429) would mislead in extract.
+EXTRACT_HELP = {
+    "max_queue_seconds": "Audio seconds queued at most (a memory bound); a recording that does not fit "
+    "waits its turn.",
+    "request_timeout_s": "Deadline of one recording, from decoding to its vector; past it the recording "
+    "fails (errors.jsonl).",
+    "max_request_bytes": "Largest recording file, in bytes (without --fragment-seconds).",
+    "max_audio_seconds": "Longest recording (or fragment), in seconds; longer ones are refused.",
+    "data_dir": "Where the ONNX backend caches its exported graphs (under models/).",
+}
 
 
 def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
@@ -78,6 +92,7 @@ def add_settings_flags(
     parser: argparse.ArgumentParser,
     names: Iterable[str] | None = None,
     defaults: dict[str, Any] | None = None,
+    helps: dict[str, str] | None = None,
 ) -> None:
     """A flag for each named settings field (all of them by default), help from its description."""
     from sonovec.server.settings import Settings
@@ -91,7 +106,7 @@ def add_settings_flags(
         default = (defaults or {}).get(name, default)
         if isinstance(default, list):
             default = ",".join(default)
-        help_text = f"{field.description} [default: {default}]"
+        help_text = f"{(helps or {}).get(name, field.description)} [default: {default}]"
         if kind is not None:
             extra["type"] = kind
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=help_text, **extra)
@@ -198,7 +213,7 @@ def _add_extract(commands: Any) -> None:
         help="Comma-separated file extensions to take; other files are counted and reported.",
     )
     extract.add_argument("--no-progress", dest="progress", action="store_false", help="No progress bar.")
-    add_settings_flags(extract, EXTRACT_SETTINGS, EXTRACT_DEFAULTS)
+    add_settings_flags(extract, EXTRACT_SETTINGS, EXTRACT_DEFAULTS, EXTRACT_HELP)
 
 
 def _add_map(commands: Any) -> None:
@@ -247,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _extract(args: argparse.Namespace) -> int:
     import asyncio
 
-    settings = settings_from(args, **EXTRACT_DEFAULTS)
+    defaults = {k: v for k, v in EXTRACT_DEFAULTS.items() if f"SONOVEC_{k.upper()}" not in os.environ}
+    settings = settings_from(args, **defaults)
     _configure_logging(settings.log_level)
     from sonovec.server.extract import ExtractOptions, run_extract
 
