@@ -4,6 +4,7 @@ against a live server."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from importlib.metadata import version
@@ -84,3 +85,10 @@ def test_the_server_log_has_no_faiss_fallback_noise(tmp_path: Path) -> None:
     log = server.log.read_text()
     assert "sonovec.server.serve: REST on" in log  # INFO lines do reach the log
     assert "swigfaiss" not in log and "faiss.loader" not in log
+
+
+def test_docs_extract_md_describes_every_flag_of_extract() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "extract.md").read_text()
+    flags = set(re.findall(r"(--[a-z][a-z-]+)", sonovec("extract", "--help").stdout)) - {"--help"}
+    assert len(flags) > 15
+    assert sorted(f for f in flags if f"`{f}`" not in docs) == []

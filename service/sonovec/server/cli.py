@@ -65,7 +65,7 @@ EXTRACT_HELP = {
     "waits its turn.",
     "request_timeout_s": "Deadline of one recording, from decoding to its vector; past it the recording "
     "fails (errors.jsonl).",
-    "max_request_bytes": "Largest recording file, in bytes (without --fragment-seconds).",
+    "max_request_bytes": "Largest recording file, in bytes (a fragment: its decoded float32 samples).",
     "max_audio_seconds": "Longest recording (or fragment), in seconds; longer ones are refused.",
     "data_dir": "Where the ONNX backend caches its exported graphs (under models/).",
 }

@@ -258,6 +258,8 @@ async def run_extract(settings: Settings, options: ExtractOptions) -> int:
     if not todo:
         if not found.recordings:
             log.warning("no recordings under %s (extensions %s)", options.input, ",".join(options.extensions))
+        if (options.output / "errors.jsonl").exists():  # this run had no errors either
+            (options.output / "errors.jsonl").write_text("")
         _consolidate(options.output)
         return 0
     options.output.mkdir(parents=True, exist_ok=True)
