@@ -246,8 +246,7 @@ async def run_extract(settings: Settings, options: ExtractOptions) -> int:
             "%s: libsndfile cannot read them; convert them (e.g. with ffmpeg) or change --extensions",
             describe_skipped(found.skipped),
         )
-    done = {entry["path"] for entry in read_manifest(options.output / "manifest.jsonl")}
-    todo = [p for p in found.recordings if str(p) not in done]
+    todo = _todo(found, options.output)
     log.info(
         "%d recordings under %s: %d to do, %d done before",
         len(found.recordings),
@@ -267,12 +266,15 @@ async def run_extract(settings: Settings, options: ExtractOptions) -> int:
     service = await asyncio.to_thread(Service.from_settings, settings.model_copy(update={"models": [model]}))
     await asyncio.to_thread(service.start)
     try:
-        return await _extract(service, options, todo, found.skipped)
+        return await _extract(service, options, found)
     finally:
         await service.aclose()
 
 
-async def _extract(service: Service, options: ExtractOptions, todo: list[Path], skipped: Counter[str]) -> int:
+async def _extract(service: Service, options: ExtractOptions, found: Found | None = None) -> int:
+    """Embed what ``found`` (default: a fresh listing of the input) has that the manifest lacks,
+    with a started service (benchmarks/study_replay.py calls this with its own)."""
+    found = found or find_recordings(options.input, options.extensions)
     info = service.info(service.backend(None))  # its weights warning, if any, was logged at load
     header = _full_header(options, info.name, info.weights_fingerprint, info.pretrained)
     before = _read_header(options.output)
@@ -280,11 +282,12 @@ async def _extract(service: Service, options: ExtractOptions, todo: list[Path], 
         _refuse_if_different(options.output, before, header)
     else:
         (options.output / "model.json").write_text(json.dumps(header, indent=2))
+    todo = _todo(found, options.output)
     writer = _Writer(options.output)
     embed_options = EmbedOptions(pooling=options.pooling, normalize=options.normalize, frames=options.latents)
     slots = asyncio.Semaphore(options.concurrency)
     tally = _Tally()
-    done_before = len(read_manifest(options.output / "manifest.jsonl"))
+    done_before = len(found.recordings) - len(todo)
     bar = tqdm(total=len(todo) + done_before, initial=done_before, unit="file", disable=not options.progress)
 
     async def one(rel: Path) -> None:
@@ -310,8 +313,14 @@ async def _extract(service: Service, options: ExtractOptions, todo: list[Path], 
         writer.close()
         bar.close()
     _consolidate(options.output)
-    _report(options.output, tally, done_before, skipped)
+    _report(options.output, tally, done_before, found.skipped)
     return 1 if tally.failed else 0
+
+
+def _todo(found: Found, output: Path) -> list[Path]:
+    """The recordings without a manifest line."""
+    done = {entry["path"] for entry in read_manifest(output / "manifest.jsonl")}
+    return [p for p in found.recordings if str(p) not in done]
 
 
 async def _embed_one(
