@@ -76,7 +76,7 @@ def canon(name: str) -> str:
 
 def environment(python: str) -> dict[str, str]:
     """Marker variables of CPython ``python`` (X.Y.Z) on Linux x86_64."""
-    env = dict(default_environment())
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     short = ".".join(python.split(".")[:2])
     env.update(python_version=short, python_full_version=python, sys_platform="linux",
                platform_system="Linux", platform_machine="x86_64", os_name="posix",
@@ -170,23 +170,28 @@ def target_tags(python: str) -> set:
     return tags | set(compatible_tags((major, minor), f"cp{major}{minor}", platforms))
 
 
-def check(kit: Path, python: str, mode: str) -> list[str]:
-    """Problems of the kit for the target (empty: complete)."""
-    env, tags = environment(python), target_tags(python)
-    have = provided(mode, env)
-    problems, versions, requires = [], {}, {}
+def read_kit(kit: Path, tags: set) -> tuple[dict[str, Version], dict[str, list[str]], list[str]]:
+    """Each wheel's name -> version and Requires-Dist lines; problems of the files themselves."""
+    versions: dict[str, Version] = {}
+    requires: dict[str, list[str]] = {}
+    problems = []
     for path in sorted(kit.glob("*.whl")):
         name, version, _, wheel_tags = parse_wheel_filename(path.name)
         if name in versions:
             problems.append(f"two versions of {name}: {versions[name]} and {version}")
         if not wheel_tags & tags:
-            problems.append(f"{path.name}: no tag installable on CPython {python} manylinux x86_64")
+            problems.append(f"{path.name}: no tag installable on this CPython, manylinux x86_64")
         versions[name], requires[name] = version, wheel_metadata(path)
-    extras: dict[str, set[str]] = {name: set(e) for name, e in PROJECT.items()}
+    return versions, requires, problems
+
+
+def requested_extras(requires: dict[str, list[str]], env: dict[str, str]) -> dict[str, set[str]]:
+    """The extras each package is asked for: the roots', then what requirements ask (redis[hiredis])."""
+    extras: dict[str, set[str]] = {}
     for name, wanted in roots():
         extras.setdefault(name, set()).update(wanted)
     changed = True
-    while changed:  # requested extras propagate (redis[hiredis] -> hiredis)
+    while changed:
         changed = False
         for name, lines in requires.items():
             for req in applicable(lines, extras.get(name, set()), env):
@@ -194,16 +199,23 @@ def check(kit: Path, python: str, mode: str) -> list[str]:
                 if not set(req.extras) <= target:
                     target.update(req.extras)
                     changed = True
-    for name, _ in roots():
-        if name not in versions and name not in have:
-            problems.append(f"{name}: a root requirement, neither in the kit nor on the target")
+    return extras
+
+
+def check(kit: Path, python: str, mode: str) -> list[str]:
+    """Problems of the kit for the target (empty: complete)."""
+    env = environment(python)
+    have = provided(mode, env)
+    versions, requires, problems = read_kit(kit, target_tags(python))
+    extras = requested_extras(requires, env)
+    problems += [f"{name}: a root requirement, neither in the kit nor on the target"
+                 for name, _ in roots() if name not in versions and name not in have]
     for name, lines in requires.items():
         for req in applicable(lines, extras.get(name, set()), env):
             dep = canon(req.name)
-            if dep in versions:
-                if not req.specifier.contains(Version(str(versions[dep])), prereleases=True):
-                    problems.append(f"{name} needs {req}; the kit has {dep} {versions[dep]}")
-            elif dep not in have:
+            if dep in versions and not req.specifier.contains(versions[dep], prereleases=True):
+                problems.append(f"{name} needs {req}; the kit has {dep} {versions[dep]}")
+            elif dep not in versions and dep not in have:
                 problems.append(f"{name} needs {req}: neither in the kit nor on the target")
     return problems
 
@@ -212,7 +224,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["plan", "check"])
     parser.add_argument("kit", nargs="?", type=Path, help="The kit folder (check).")
-    parser.add_argument("--python", default="3.12.3", help="Target CPython X.Y.Z (the GPU machine's: 3.12.3).")
+    parser.add_argument("--python", default="3.12.3", help="Target CPython X.Y.Z (the GPU machine's).")
     parser.add_argument("--mode", choices=["gpu", "full"], default="gpu")
     args = parser.parse_args()
     if args.command == "plan":
