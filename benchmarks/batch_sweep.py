@@ -166,6 +166,7 @@ def plot(rows: list[dict], summary: list[dict], name: str, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, ScalarFormatter
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.2), squeeze=False)
@@ -173,12 +174,17 @@ def plot(rows: list[dict], summary: list[dict], name: str, title: str) -> None:
         for s in (s for s in summary if s["model"] == model):
             points = [r for r in rows
                       if (r["model"], r["backend"]) == (model, s["backend"]) and "x_realtime" in r]
+            memory = f", {s['knee_peak_gib']:.1f} GiB" if s["knee_peak_gib"] is not None else ""
+            label = f"{s['backend']} (knee {s['knee_audio_s_per_call']:g} s{memory})"
             line, = ax.plot([r["audio_s_per_call"] for r in points], [r["x_realtime"] for r in points],
-                            marker="o", label=s["backend"])
+                            marker="o", label=label)
             ax.plot([s["knee_audio_s_per_call"]], [s["knee_x_realtime"]], marker="*", ms=14,
                     color=line.get_color())
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.set_xlabel("audio seconds per call (full windows)")
         ax.set_ylabel("x real time (encode, wall clock)")
         ax.set_title(f"{model}: {title}", fontsize=9)

@@ -24,7 +24,9 @@
 # gpu.log, gpu-results.tar.gz (everything, named as in benchmarks/results/) and the stages' PNGs.
 #
 # Environment: PYTHON (python3), GPU_SH_DEVICE (cuda), GPU_SH_KIT (.gpu-kit; "none": use the installed
-# packages), GPU_SH_BUDGET (470 s for everything), GPU_SH_RECORDINGS (96 study recordings).
+# packages), GPU_SH_BUDGET (470 s for everything), GPU_SH_RECORDINGS (96 study recordings),
+# GPU_SH_STAGES (tests,limit,sweep,corpus,study,host: a second run can redo only some; env always runs,
+# and study and host need corpus).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -32,6 +34,7 @@ PY=${PYTHON:-python3}
 DEVICE=${GPU_SH_DEVICE:-cuda}
 KIT=${GPU_SH_KIT:-.gpu-kit}
 BUDGET=${GPU_SH_BUDGET:-470}
+STAGES=${GPU_SH_STAGES:-tests,limit,sweep,corpus,study,host}
 OUTDIR=${1:-${OUT:-benchmarks/results/gpu-run}}
 RESERVE=20  # seconds kept for the summary and the archive
 START=$(date +%s)
@@ -64,7 +67,7 @@ else
     HOST=(--fragments 10,60 --repeats 2)
 fi
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10 SUF
-echo "gpu.sh: device $DEVICE, budget ${BUDGET} s, kit $KIT, python $PY, results $OUTDIR (work $WORK)"
+echo "gpu.sh: device $DEVICE, budget ${BUDGET} s, stages $STAGES, kit $KIT, python $PY, results $OUTDIR (work $WORK)"
 
 # ---- install: the kit's wheels into a fresh target, first on the path (its grpcio and protobuf
 #      shadow the machine's); nothing else on the machine changes ----------------------------------
@@ -109,6 +112,9 @@ echo -e "stage\tstart\tend\trc\ttimeout_s" >"$R/stages.tsv"
 stage() {
     local name=$1 max=$2 left t begin rc
     shift 2
+    if [[ $name != env && ,$STAGES, != *,$name,* ]]; then
+        return
+    fi
     left=$((DEADLINE - $(date +%s) - RESERVE))
     if ((left < 15)); then
         echo "== $name: skipped, ${left} s of the budget left"

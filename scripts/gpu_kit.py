@@ -14,10 +14,11 @@ with the *target* Python's markers, and cut where the target already provides a 
     full  a clean venv holding only torch (how this script is tested here): everything but torch
           and torch's own requirements.
 
-Versions are the ones installed here (what the tests here ran on). Two subcommands:
+Versions are the ones installed here (what the tests here ran on).
 
     python scripts/gpu_kit.py plan --python 3.12.3 --mode gpu     # NAME==VERSION, one a line
     python scripts/gpu_kit.py check .gpu-kit --python 3.12.3 --mode gpu
+    python scripts/gpu_kit.py machine /tmp/kit-full    # what of a --full kit the GPU machine has
 
 ``check`` reads the built wheels' own metadata: one version per name, tags installable on the
 target, every requirement met inside the kit (version included) or by what the target provides.
@@ -222,7 +223,9 @@ def check(kit: Path, python: str, mode: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["plan", "check"])
+    parser.add_argument("command", choices=["plan", "check", "machine"],
+                        help="plan: the third-party list; check: a built kit; machine: the kit's packages "
+                        "that the GPU machine already has (to imitate it in a venv here)")
     parser.add_argument("kit", nargs="?", type=Path, help="The kit folder (check).")
     parser.add_argument("--python", default="3.12.3", help="Target CPython X.Y.Z (the GPU machine's).")
     parser.add_argument("--mode", choices=["gpu", "full"], default="gpu")
@@ -232,7 +235,12 @@ def main() -> int:
             print(f"{name}=={version}" if version else name)
         return 0
     if args.kit is None:
-        parser.error("check needs the kit folder")
+        parser.error(f"{args.command} needs the kit folder")
+    if args.command == "machine":
+        on_machine = {canon(n) for n in MACHINE.split()} - BRING
+        names = {str(parse_wheel_filename(p.name)[0]) for p in args.kit.glob("*.whl")}
+        print("\n".join(sorted(names & on_machine)))
+        return 0
     problems = check(args.kit, args.python, args.mode)
     for problem in problems:
         print(f"gpu_kit check: {problem}", file=sys.stderr)
