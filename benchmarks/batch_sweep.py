@@ -228,11 +228,14 @@ def main() -> None:
         # each sweep gets an equal share of what is left, so one slow sweep cannot starve the rest
         share = (args.budget_s - (time.monotonic() - started)) / (len(jobs) - i)
         rows += sweep(model, variant, args, time.monotonic() + share)
+        # after every sweep, so that a run stopped from outside (gpu.sh's timeout) keeps what it measured
+        write_json(name, {"machine": info, "args": vars(args), "rows": rows, "knees": knees(rows),
+                          "partial": i + 1 < len(jobs), "wall_s": time.monotonic() - started})
     table = print_table(rows, COLUMNS)
     summary = knees(rows)
     knee_table = print_table(summary, KNEE_COLUMNS)
     write_json(name, {"machine": info, "args": vars(args), "rows": rows, "knees": summary, "table": table,
-                      "knee_table": knee_table, "wall_s": time.monotonic() - started})
+                      "knee_table": knee_table, "partial": False, "wall_s": time.monotonic() - started})
     plot(rows, summary, name, f"{info['gpu'] or info['cpu']}, random-init weights")
 
 

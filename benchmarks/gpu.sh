@@ -293,7 +293,7 @@ for stage, name in tables.items():
     if "gemm_peak_gflops" in data:
         lines += ["GEMM peaks GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in data["gemm_peak_gflops"].items()), ""]
     lines += [data.get("knee_table", ""), ""] if "knee_table" in data else []
-    lines += [data.get("table", "")]
+    lines += [data.get("table") or f"(partial: {len(data.get('rows', []))} rows in {name}.json, no table)"]
 (results / "summary.json").write_text(json.dumps(out, indent=1))
 (results / "summary.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
