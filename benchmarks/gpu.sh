@@ -237,11 +237,16 @@ results, suf, budget = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 stages = list(csv.DictReader(open(results / "stages.tsv"), delimiter="\t"))
 smi = []
 if (results / f"nvidia_smi{suf}.csv").exists():
-    for row in csv.DictReader(open(results / f"nvidia_smi{suf}.csv")):
+    def number(text):  # nvidia-smi prints [N/A] for what a GPU does not report
         try:
-            smi.append({k: float(v) for k, v in row.items()})
+            return float(text)
         except (TypeError, ValueError):
-            pass
+            return None
+
+    for row in csv.DictReader(open(results / f"nvidia_smi{suf}.csv")):
+        row = {k: number(v) for k, v in row.items()}
+        if row.get("epoch_s") is not None:
+            smi.append(row)
 env = json.loads((results / f"env{suf}.json").read_text()) if (results / f"env{suf}.json").exists() else {}
 tables = {"limit": f"limit{suf}", "sweep": f"batch_sweep{suf}", "study": f"study_replay{suf}", "host": f"host{suf}"}
 lines = [f"# gpu.sh summary ({time.strftime('%Y-%m-%d %H:%M:%S %Z')})", "",
@@ -256,8 +261,8 @@ for s in stages:
     rc = s["rc"]
     status = {"0": "ok", "124": "timed out", "137": "killed (timeout)", "skipped": "skipped (budget)"}.get(
         rc, f"failed (rc {rc})")
-    util = [r["utilization_gpu_pct"] for r in window]
-    mem = [r["memory_used_mib"] for r in window]
+    util = [r["utilization_gpu_pct"] for r in window if r.get("utilization_gpu_pct") is not None]
+    mem = [r["memory_used_mib"] for r in window if r.get("memory_used_mib") is not None]
     entry = {"stage": s["stage"], "status": status, "rc": rc, "wall_s": round(end - begin, 1),
              "gpu_util_mean": round(sum(util) / len(util), 1) if util else None,
              "gpu_util_max": max(util) if util else None, "gpu_memory_max_mib": max(mem) if mem else None}
@@ -282,7 +287,10 @@ if junit.exists():
     lines += ["", "## tests (tests/unit/models/test_cuda.py)", "", ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
     lines += [f"- {c['test']}: {c['outcome']} {c['message']}" for c in cases if c["outcome"] != "passed"]
     lines += ["", "```", *figures, "```"] if figures else []
+ran = {s["stage"] for s in stages}
 for stage, name in tables.items():
+    if stage not in ran:
+        continue
     path = results / f"{name}.json"
     if not path.exists():
         lines += ["", f"## {stage}: no results ({name}.json missing; see {stage}{suf}.log)"]
