@@ -26,7 +26,8 @@
 # Environment: PYTHON (python3), GPU_SH_DEVICE (cuda), GPU_SH_KIT (.gpu-kit; "none": use the installed
 # packages), GPU_SH_BUDGET (470 s for everything), GPU_SH_RECORDINGS (96 study recordings),
 # GPU_SH_STAGES (tests,limit,sweep,corpus,study,host: a second run can redo only some; env always runs,
-# and study and host need corpus).
+# and study and host need corpus), GPU_SH_SOURCE (tree: the project's code from this checkout, its
+# dependencies and sonovec.v1 from the kit; kit: the kit's wheels of the project too).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -82,6 +83,13 @@ if [[ $KIT != none ]]; then
     fi
     export PYTHONPATH=$WORK/site${PYTHONPATH:+:$PYTHONPATH}
     export PATH=$WORK/site/bin:$PATH
+fi
+# The project's own code from this checkout, ahead of the kit's wheels of it (sonovec is a namespace
+# package: each subpackage comes from the first folder that has it), so a fix made here runs on the
+# next call without rebuilding the kit. sonovec.v1 (generated at the client's build; git-ignored, so
+# it does not travel) still comes from the kit. GPU_SH_SOURCE=kit runs the kit's wheels instead.
+if [[ ${GPU_SH_SOURCE:-tree} == tree ]]; then
+    export PYTHONPATH=$REPO/models:$REPO/service:$REPO/client${PYTHONPATH:+:$PYTHONPATH}
 fi
 # pytest: only the plugins the project uses (the machine's own, e.g. xdist or benchmark, stay out)
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
@@ -168,7 +176,9 @@ for name in ("sonovec-server", "sonovec-models", "sonovec-client", "encodec", "n
         info[f"version {name}"] = None
 # what the stages import: a kit missing a package fails here, by name
 import faiss, redis, soundfile, soxr, sonovec.models.encodec_torch, sonovec.server.http.app  # noqa
-import sonovec.server.grpc.server, sonovec.v1.sonovec_pb2_grpc  # noqa
+import sonovec.client, sonovec.server.grpc.server, sonovec.v1.sonovec_pb2_grpc  # noqa
+for module in (sonovec.models, sonovec.server, sonovec.client, sonovec.v1):
+    info[f"code {module.__name__}"] = list(module.__path__)
 check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
 info["pip_check"] = check.stdout.strip().splitlines()
 json.dump(info, open(f"env{os.environ.get('SUF', '')}.json", "w"), indent=1)
