@@ -324,5 +324,5 @@ for name in "limit$SUF" "batch_sweep$SUF" "study_replay$SUF" "host$SUF"; do
 done
 tar czf "$OUTDIR/gpu-results.tar.gz" -C "$R" .
 echo "gpu.sh: done in $(( $(date +%s) - START )) s of ${BUDGET}; in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')"
-echo "gpu.sh: tar xzf $OUTDIR/gpu-results.tar.gz -C benchmarks/results   # the files, named as there"
+echo "gpu.sh: tar xzf $OUTDIR/gpu-results.tar.gz -C benchmarks/results --wildcards '*$SUF.json' '*$SUF.png'"
 rm -rf "$WORK"
