@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,10 +33,21 @@ import numpy as np
 import onnxruntime as ort
 
 from sonovec.models import onnx_export
-from sonovec.models.base import BackendOptions, Encoded, ModelSpec, WeightsInfo, cpu_count
-from sonovec.models.encodec_torch import _check_audio, _check_codes, _check_latents
+from sonovec.models.base import (
+    BackendOptions,
+    Encoded,
+    ModelSpec,
+    WeightsInfo,
+    check_audio,
+    check_codes,
+    check_latents,
+    cpu_count,
+    tail_groups,
+)
 
 logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32",)
 
 
 def default_cache_dir() -> Path:
@@ -114,7 +126,7 @@ class OnnxBackend:
 
     @classmethod
     def load(cls, spec: ModelSpec, options: BackendOptions) -> OnnxBackend:
-        if options.precision != "fp32":
+        if options.precision not in PRECISIONS:
             raise ValueError(
                 f"the onnx backend runs fp32 only (asked: {options.precision}): ONNX Runtime's CPU EP has no "
                 "bf16/fp16 conv kernels. Use --backend torch for --precision bf16 (CPU) or fp16 (CUDA)."
@@ -165,7 +177,7 @@ class OnnxBackend:
         """``[B, C, T]`` float32 -> latents ``[B, 128, ceil(T / 320)]`` float32 and scales ``[B]``.
 
         The graphs are fp32 already: ``full_precision`` changes nothing."""
-        _check_audio(self.spec, audio)
+        check_audio(self.spec, audio)
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         length = audio.shape[-1]
         front = f"front_fixed_{length}" if length in self._fixed else "front_dynamic"
@@ -178,10 +190,69 @@ class OnnxBackend:
         latents = np.concatenate([t[0] for t in tails]) if len(tails) > 1 else tails[0][0]
         return Encoded(latents.astype(np.float32, copy=False), scales.astype(np.float32, copy=False))
 
+    def encode_windows(
+        self, windows: Sequence[np.ndarray], *, full_precision: bool = False
+    ) -> list[tuple[np.ndarray, float]]:
+        """Windows ``[C, T_i]`` of any lengths -> ``(latents [128, F_i], scale)`` each, run together::
+
+            CPU   front: every window on its own (W at once, any mix of lengths)
+                  tail:  per ``tail_groups`` (24 kHz: right-padded), each group split in W parts,
+                         all groups' parts at once
+
+        On CUDA the fronts of equal-length windows run as one batch instead.
+        """
+        for window in windows:
+            check_audio(self.spec, window[None])
+        fronts = self._fronts([np.ascontiguousarray(w, dtype=np.float32) for w in windows])
+        hidden = [h for h, _ in fronts]
+        groups = tail_groups(self.spec, [h.shape[-1] for h in hidden])
+        tasks, owners = [], []
+        for indices, frames in groups:
+            stacked = np.zeros((len(indices), hidden[indices[0]].shape[0], frames), np.float32)
+            for row, i in enumerate(indices):
+                stacked[row, :, : hidden[i].shape[-1]] = hidden[i]
+            for part in self._split(len(indices)):
+                tasks.append(("tail", {"hidden": stacked[part]}))
+                owners.append(indices[part])
+        with self._lock:
+            outs = self._run_all(tasks)
+        out: list[tuple[np.ndarray, float]] = [(np.empty(0), 0.0)] * len(windows)
+        for indices, (latents, *_) in zip(owners, outs, strict=True):
+            for row, i in enumerate(indices):
+                out[i] = (latents[row, :, : hidden[i].shape[-1]].astype(np.float32), fronts[i][1])
+        return out
+
+    def _front_name(self, length: int) -> str:
+        return f"front_fixed_{length}" if length in self._fixed else "front_dynamic"
+
+    def _fronts(self, windows: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+        """``(hidden [512, F], scale)`` of each window: one call each (CPU), by length (CUDA)."""
+        if self.device == "cpu":
+            tasks = [(self._front_name(w.shape[-1]), {"audio": w[None]}) for w in windows]
+            with self._lock:
+                outs = self._run_all(tasks)
+            return [(hidden[0], float(scales[0])) for hidden, scales in outs]
+        out: list[tuple[np.ndarray, float]] = [(np.empty(0), 0.0)] * len(windows)
+        by_length: dict[int, list[int]] = {}
+        for i, window in enumerate(windows):
+            by_length.setdefault(window.shape[-1], []).append(i)
+        for length, indices in by_length.items():
+            batch = np.stack([windows[i] for i in indices])
+            hidden, scales = self._graphs[self._front_name(length)](audio=batch)
+            for row, i in enumerate(indices):
+                out[i] = (hidden[row], float(scales[row]))
+        return out
+
+    def _run_all(self, tasks: list[tuple[str, dict[str, np.ndarray]]]) -> list[list[np.ndarray]]:
+        """Run ``(graph, feeds)`` tasks, on the pool when there is one, results in order."""
+        if self._pool is None or len(tasks) == 1:
+            return [self._graphs[name](**feeds) for name, feeds in tasks]
+        return list(self._pool.map(lambda task: self._graphs[task[0]](**task[1]), tasks))
+
     def quantize(self, latents: np.ndarray, bandwidth: float) -> np.ndarray:
         """``[B, 128, F]`` latents -> codes ``[B, K, F]`` int64, K = ``spec.num_codebooks(bandwidth)``."""
         num_codebooks = self.spec.num_codebooks(bandwidth)  # ValueError naming the allowed bandwidths
-        _check_latents(self.spec, latents)
+        check_latents(self.spec, latents)
         latents = np.ascontiguousarray(latents, dtype=np.float32)
         with self._lock:
             outs = self._map(f"quantizer_k{num_codebooks}",
@@ -190,7 +261,7 @@ class OnnxBackend:
 
     def decode(self, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """Codes ``[B, K, F]`` and scales ``[B]`` -> audio ``[B, C, F * 320]`` float32."""
-        _check_codes(self.spec, codes, scales)
+        check_codes(self.spec, codes, scales)
         codes = np.ascontiguousarray(codes, dtype=np.int64)
         scales = np.ascontiguousarray(scales, dtype=np.float32)
         per_window = 1 if self.device == "cpu" else None

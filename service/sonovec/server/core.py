@@ -279,12 +279,9 @@ class Service:
         return cls(settings, backends, **kwargs)
 
     def start(self) -> None:
-        """Start the worker and warm every model up with one full window; then ready."""
+        """Start the worker and warm every model up (``Engine.warmup``); then ready."""
         self.batcher.start()
-        for name, backend in self.backends.items():
-            spec = backend.spec
-            silence = np.zeros((spec.channels, spec.window), np.float32)
-            self.engine(BatchKey(name, "encode"), [EncodeIn(silence, 0)])
+        self.engine.warmup()
         self.ready = True
         self.metrics.ready.set(1)
 

@@ -40,10 +40,10 @@ class Settings(BaseSettings):
         description="Comma-separated models to load; the first is the default "
         "(encodec_48khz, encodec_24khz).",
     )
-    backend: Literal["torch", "onnx", "fake"] = Field(
-        "torch",
-        description="Model runtime: torch, onnx (ONNX Runtime), or fake "
-        "(tiny deterministic stand-in, tests only).",
+    backend: Literal["auto", "torch", "onnx", "fake"] = Field(
+        "auto",
+        description="Model runtime: auto (ONNX Runtime on CPU, exported once per weights and cached "
+        "under data_dir; torch on CUDA), torch, onnx, or fake (tiny deterministic stand-in, tests only).",
     )
     weights: str = Field(
         "pretrained",
