@@ -59,7 +59,11 @@ class Settings(BaseSettings):
         description="fake backend only: simulated model time per audio second (load and drain tests).",
     )
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Model precision.")
+    precision: Literal["fp32", "bf16", "fp16", "int8"] = Field(
+        "fp32",
+        description="Model precision of embeddings and decoding (codes always come from fp32 latents): "
+        "fp32; int8 (onnx on CPU: quantized encoder convolutions); bf16 (torch, CPU or CUDA); fp16 (CUDA).",
+    )
     threads: int = Field(
         0,
         ge=0,

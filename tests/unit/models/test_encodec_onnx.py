@@ -259,7 +259,7 @@ def test_naive_export_bakes_the_length_in() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"precision": "bf16"}, "fp32 only"),
+        ({"precision": "bf16"}, "fp32 or int8"),
         ({"device": "tpu"}, "unknown device"),
     ],
 )
