@@ -245,12 +245,9 @@ class Service:
     # ---- life cycle (the runtime calls these) ----
 
     def start(self) -> None:
-        """Start the batch workers and warm every model up with one full window."""
+        """Start the batch workers and warm every model up (``Engine.warmup``: every graph shape)."""
         self.batcher.start()
-        for name, backend in self.backends.items():
-            spec = backend.spec
-            silence = np.zeros((spec.channels, spec.window), np.float32)
-            self.engine(BatchKey(name, "encode"), [EncodeIn(silence, 0)])
+        self.engine.warmup()
 
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new requests, let queued windows finish, stop the workers (blocking)."""

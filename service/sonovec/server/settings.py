@@ -40,10 +40,10 @@ class Settings(BaseSettings):
         description="Comma-separated models to load; the first is the default "
         "(encodec_48khz, encodec_24khz).",
     )
-    backend: Literal["torch", "onnx", "fake"] = Field(
-        "torch",
-        description="Model runtime: torch, onnx (ONNX Runtime), or fake "
-        "(tiny deterministic stand-in, tests only).",
+    backend: Literal["auto", "torch", "onnx", "fake"] = Field(
+        "auto",
+        description="Model runtime: auto (ONNX Runtime on CPU, exported once per weights and cached "
+        "under data_dir; torch on CUDA), torch, onnx, or fake (tiny deterministic stand-in, tests only).",
     )
     weights: str = Field(
         "pretrained",
@@ -59,7 +59,11 @@ class Settings(BaseSettings):
         description="fake backend only: simulated model time per audio second (load and drain tests).",
     )
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Model precision.")
+    precision: Literal["fp32", "bf16", "fp16", "int8"] = Field(
+        "fp32",
+        description="Model precision of embeddings and decoding (codes always come from fp32 latents): "
+        "fp32; int8 (onnx on CPU: quantized encoder convolutions); bf16 (torch, CPU or CUDA); fp16 (CUDA).",
+    )
     threads: int = Field(
         0,
         ge=0,
