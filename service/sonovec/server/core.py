@@ -373,11 +373,14 @@ class Service:
         latents = None
         if stats is None:
             latents = await self._latents(recording, backend, ticket)
-            stats = pooling.mean_std(latents.frames)
+            stats = _finite_output(pooling.mean_std(latents.frames), "pooled statistics")
             await self.cache.put(key, stats)
+        vector = pooling.finish(stats, options.pooling, options.normalize)
+        if options.normalize and not np.any(vector):
+            raise _degenerate("an all-zero vector, which has no direction to normalise")
         result = EmbedResult(
             model=self.info(backend),
-            vector=pooling.finish(stats, options.pooling, options.normalize),
+            vector=_finite_output(vector, "vector"),
             pooling=options.pooling,
             normalized=options.normalize,
             duration_s=recording.duration_s,
@@ -508,7 +511,8 @@ class Service:
             w.start + spec.hop_length * np.arange(o.latents.shape[1])
             for w, o in zip(windows, outputs, strict=True)
         ]
-        return _Latents(np.concatenate([o.latents for o in outputs], axis=1), np.concatenate(starts), outputs)
+        frames = _finite_output(np.concatenate([o.latents for o in outputs], axis=1), "latents")
+        return _Latents(frames, np.concatenate(starts), outputs)
 
     async def _run(self, key: BatchKey, items: list[Any], costs: list[float], ticket: Ticket) -> list[Any]:
         futures: list[Future[Any]] = self.batcher.submit(key, items, costs, ticket)
@@ -519,6 +523,22 @@ class Service:
             raise SonovecError(
                 ErrorKind.DEADLINE, "request deadline passed before the model finished"
             ) from None
+
+
+def _degenerate(what: str) -> SonovecError:
+    return invalid(
+        f"the model gave {what} for this recording",
+        field="audio",
+        allowed="audio within the documented sample range (|x| <= 100, finite), not silent",
+    )
+
+
+def _finite_output(array: np.ndarray, what: str) -> np.ndarray:
+    """``array`` if every value is finite; else the request fails (nothing non-finite is returned,
+    cached or stored)."""
+    if not np.all(np.isfinite(array)):
+        raise _degenerate(f"non-finite {what}")
+    return array
 
 
 def _check_pooling(name: str) -> None:

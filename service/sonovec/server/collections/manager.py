@@ -34,9 +34,11 @@ from sonovec.server.collections.spec import (
     Query,
     SearchResult,
     SpaceClaim,
+    check_description,
     check_item_id,
     check_k,
     check_labels,
+    check_lookup_id,
     check_metadata,
     check_name,
     check_vector,
@@ -142,6 +144,7 @@ class Collections:
         the name is taken)."""
         await self.open()
         check_name(name)
+        check_description(description)
         if pooling not in pooling_ops.POOLINGS:
             raise invalid(f"unknown pooling {pooling!r}", field="pooling",
                           allowed=", ".join(pooling_ops.POOLINGS))
@@ -209,7 +212,7 @@ class Collections:
         state = await self._state(name)
         if not 1 <= len(item_ids) <= MAX_ITEMS_PER_WRITE:
             raise invalid(f"{len(item_ids)} ids", field="ids", allowed=f"1 to {MAX_ITEMS_PER_WRITE} ids")
-        changed = await self.store.write(state, [Op("delete", check_item_id(i)) for i in item_ids])
+        changed = await self.store.write(state, [Op("delete", check_lookup_id(i)) for i in item_ids])
         return sum(changed)
 
     # ---- search ----
