@@ -149,7 +149,8 @@ def decode_audio(
         return _ingest(source, blocks, target, limits, field, reserve)
     with _open_container(data, field) as handle:
         source = _container_source(handle, field)
-        return _ingest(source, _container_blocks(handle, field), target, limits, field, reserve)
+        blocks = _container_blocks(handle, field)
+        return _ingest(source, blocks, target, limits, field, reserve, container=data)
 
 
 def from_array(
@@ -198,8 +199,10 @@ def _ingest(
     limits: AudioLimits,
     field: str,
     reserve: Reserve | None = None,
+    container: bytes | None = None,
 ) -> Recording:
-    """Check ``source`` against ``limits``, read ``blocks`` ([n, C] each), return the recording.
+    """Check ``source`` against ``limits``, read ``blocks`` ([n, C] each), return the recording
+    (with warnings if ``container``, the file's bytes, turns out truncated).
 
     Each block is mixed to the model's layout and resampled to its rate as it arrives, so memory
     holds the output and one source block, never the whole recording at the source rate."""
@@ -227,7 +230,7 @@ def _ingest(
         source_sample_rate=source.sample_rate,
         source_channels=source.channels,
         source_format=source.format,
-        warnings=_truncation_warnings(source, scan),
+        warnings=[] if container is None else _truncation_warnings(container, source, scan),
     )
 
 
@@ -294,15 +297,43 @@ class _Resampled:
         return samples
 
 
-def _truncation_warnings(source: _Source, scan: _Scan) -> list[str]:
-    """A stream that ends before its header said: the decodable part is accepted, and said so."""
-    if source.frames is None or scan.frames >= source.frames or source.format == "mp3":
-        return []  # MP3 headers give an estimate, not a count
-    return [
-        f"audio is truncated: the header declares {source.frames} frames, {scan.frames} could be decoded "
-        f"({scan.frames / source.sample_rate:.2f} of {source.frames / source.sample_rate:.2f} s); "
-        "the decodable part was used"
-    ]
+def _truncation_warnings(data: bytes, source: _Source, scan: _Scan) -> list[str]:
+    """A stream that ends before it says it does: the decodable part is accepted, and the reply
+    says so. WAV: the data chunk declares more bytes than follow; OGG (Vorbis, Opus): the last
+    page lacks the end-of-stream flag; MP3: the Xing/Info header counts more than 1 % more frames
+    than decode. FLAC that ends mid-frame fails instead (libsndfile reports lost sync)."""
+    check = {"wav": _wav_short, "ogg": _ogg_unended, "opus": _ogg_unended}.get(source.format)
+    reason = check(data) if check is not None else None
+    if reason is None and source.format == "mp3" and source.frames is not None:
+        missing = source.frames - scan.frames
+        if missing > max(4608, source.frames // 100):  # beyond encoder delay and padding
+            reason = f"the header counts {source.frames} frames, {scan.frames} decode"
+    if reason is None:
+        return []
+    seconds = scan.frames / source.sample_rate
+    return [f"audio is truncated ({reason}); the decodable {seconds:.2f} s were used"]
+
+
+def _wav_short(data: bytes) -> str | None:
+    position = 12
+    while position + 8 <= len(data) and data[:4] == b"RIFF":
+        chunk, size = data[position : position + 4], struct.unpack_from("<I", data, position + 4)[0]
+        if chunk == b"data":
+            available = len(data) - position - 8
+            if 0 < size < 0xFFFFFFFF and size > available:  # 0 / max: a stream of unknown length
+                return f"the data chunk declares {size} bytes, {available} follow"
+            return None
+        position += 8 + size + (size & 1)
+    return None
+
+
+def _ogg_unended(data: bytes) -> str | None:
+    last = data.rfind(b"OggS")
+    if last < 0 or last + 6 > len(data):
+        return None
+    if not data[last + 5] & 0x04:  # header_type: end of stream
+        return "the last OGG page is not marked end of stream"
+    return None
 
 
 def _scan_block(scan: _Scan, block: np.ndarray) -> None:

@@ -16,12 +16,17 @@ from sonovec.server.errors import ErrorKind, SonovecError
 
 
 class MemoryBudget:
-    def __init__(self, max_bytes: int, on_change: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        on_change: Callable[[int], None] | None = None,
+        on_refuse: Callable[[], None] | None = None,
+    ) -> None:
         self.max_bytes = max_bytes
         self._held = 0
         self._lock = threading.Lock()  # decoding grows reservations from worker threads
         self._on_change = on_change
-        self.refused = 0
+        self._on_refuse = on_refuse
 
     @property
     def held(self) -> int:
@@ -34,7 +39,7 @@ class MemoryBudget:
         """Take ``nbytes`` more for a request that then holds ``total``."""
         with self._lock:
             if total > self.max_bytes:
-                self.refused += 1
+                self._refused()
                 raise SonovecError(
                     ErrorKind.TOO_LARGE,
                     f"{what} needs {total} bytes in memory, more than the server's budget",
@@ -42,7 +47,7 @@ class MemoryBudget:
                     allowed=f"at most {self.max_bytes} bytes of body and decoded audio per request",
                 )
             if self._held + nbytes > self.max_bytes:
-                self.refused += 1
+                self._refused()
                 raise SonovecError(
                     ErrorKind.OVERLOADED,
                     f"memory budget full: {self._held} of {self.max_bytes} bytes held by requests in flight",
@@ -52,6 +57,10 @@ class MemoryBudget:
             held = self._held
         if self._on_change is not None:
             self._on_change(held)
+
+    def _refused(self) -> None:
+        if self._on_refuse is not None:
+            self._on_refuse()
 
     def _give(self, nbytes: int) -> None:
         with self._lock:

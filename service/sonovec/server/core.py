@@ -7,11 +7,13 @@ lookup -> windows -> batcher -> engine -> reassembly in window order -> pooling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import io
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from sonovec.server.audio import (
     from_array,
 )
 from sonovec.server.batcher import Batcher, BatchKey, Ticket
+from sonovec.server.budget import MemoryBudget, Reservation
 from sonovec.server.cache import EmbeddingCache, cache_key
 from sonovec.server.engine import DecodeIn, EncodeIn, EncodeOut, Engine
 from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found, too_large
@@ -40,6 +43,9 @@ from sonovec.server.redis_cache import default_cache
 from sonovec.server.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The memory-budget shares of the current request's decodes (released when it ends).
+_decoded: contextvars.ContextVar[list[Reservation]] = contextvars.ContextVar("sonovec_decoded")
 
 # The audio ``encoding`` field of both transports: "auto" (encoded bytes), or raw PCM.
 _PCM_ENCODINGS: dict[str, Literal["f32le", "s16le"]] = {"pcm_f32le": "f32le", "pcm_s16le": "s16le"}
@@ -118,6 +124,7 @@ class EmbedResult:
     cached: bool
     frames: np.ndarray | None = None  # [F, D] float32
     frame_times: np.ndarray | None = None  # [F] seconds from the start of the recording
+    warnings: list[str] = field(default_factory=list)  # e.g. truncated audio, decoded in part
 
 
 @dataclass
@@ -221,6 +228,12 @@ class Service:
             max_seconds=settings.max_audio_seconds,
             max_channels=settings.max_channels,
         )
+        self.memory = MemoryBudget(
+            settings.max_inflight_bytes,
+            on_change=self.metrics.memory_inflight.set,
+            on_refuse=lambda: self.metrics.refused.labels("memory").inc(),
+        )
+        self.metrics.memory_budget.set(settings.max_inflight_bytes)
         self.engine = Engine(backends)
         self.batcher = Batcher(
             self.engine,
@@ -322,13 +335,29 @@ class Service:
             raise invalid(f"timeout must be positive, got {timeout_s}", field="timeout_s")
         timeout = min(timeout_s or self.settings.request_timeout_s, self.settings.request_timeout_s)
         ticket = Ticket(time.monotonic() + timeout)
+        held = _decoded.set([])
         try:
             yield ticket
         finally:
             ticket.cancel()  # drops any window still queued (error, disconnect, deadline)
+            for reservation in _decoded.get():
+                reservation.release()
+            with contextlib.suppress(ValueError):  # ended in another context
+                _decoded.reset(held)
+
+    def _reserve_decoded(self) -> Callable[[int], None] | None:
+        """A share of the memory budget for one decode, returned when its request ends; None
+        outside a request (nothing would return it)."""
+        reservations = _decoded.get(None)
+        if reservations is None:
+            return None
+        reservation = self.memory.reservation("audio")
+        reservations.append(reservation)
+        return reservation.grow_to
 
     async def ingest(self, source: AudioSource, backend: Backend, field: str = "audio") -> Recording:
         spec = backend.spec
+        reserve = self._reserve_decoded()
         if source.array is not None:
             if source.sample_rate is None:
                 raise invalid("an array needs its sample rate", field=f"{field}.sample_rate")
@@ -340,6 +369,7 @@ class Service:
                 target_channels=spec.channels,
                 limits=self.limits,
                 field=field,
+                reserve=reserve,
             )
         if source.data is None:
             raise invalid("no audio given", field=field, allowed="encoded audio bytes, raw PCM, or samples")
@@ -351,6 +381,7 @@ class Service:
             limits=self.limits,
             pcm=source.pcm,
             field=field,
+            reserve=reserve,
         )
 
     async def embed(self, source: AudioSource, options: EmbedOptions) -> EmbedResult:
@@ -386,6 +417,7 @@ class Service:
             duration_s=recording.duration_s,
             num_windows=num_windows,
             cached=cached,
+            warnings=list(recording.warnings),
         )
         if options.frames and latents is not None:
             result.frames = np.ascontiguousarray(latents.frames.T)

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         8, ge=1, description="Most channels a recording may have (mixed to the model's)."
     )
     max_recordings: int = Field(64, ge=1, description="Most recordings in one similarity request.")
+    max_inflight_bytes: int = Field(
+        4 * 2**30,
+        gt=0,
+        description="Memory budget across requests in flight: request bodies (counted 3x: bytes, "
+        "parsed text, decoded audio bytes) and decoded audio (twice, at the model's rate). Beyond it "
+        "429 + Retry-After; a request that alone needs more: 413.",
+    )
 
     # --- storage ---
     data_dir: Path = Field(Path("data"), description="Where collections, probes and exports live.")

@@ -131,6 +131,9 @@ class EmbedResponse(BaseModel):
     cached: bool
     frames: list[list[float]] | None = None
     frame_times_s: list[float] | None = None
+    warnings: list[str] = Field(
+        default_factory=list, description="Caveats of an accepted request, e.g. truncated audio decoded in part."
+    )
 
     @classmethod
     def of(cls, r: core.EmbedResult) -> EmbedResponse:
@@ -145,6 +148,7 @@ class EmbedResponse(BaseModel):
             cached=r.cached,
             frames=None if r.frames is None else r.frames.tolist(),
             frame_times_s=None if r.frame_times is None else r.frame_times.tolist(),
+            warnings=r.warnings,
         )
 
 
@@ -210,6 +214,7 @@ class ErrorBody(BaseModel):
     field: str | None = None
     allowed: str | None = None
     retry_after_s: float | None = None
+    request_id: str | None = None  # 500 only: the id the server's log names
 
 
 class ErrorResponse(BaseModel):
