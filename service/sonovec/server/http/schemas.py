@@ -132,7 +132,7 @@ class EmbedResponse(BaseModel):
     frames: list[list[float]] | None = None
     frame_times_s: list[float] | None = None
     warnings: list[str] = Field(
-        default_factory=list, description="Caveats of an accepted request, e.g. truncated audio decoded in part."
+        default_factory=list, description="Caveats of an accepted request (e.g. truncated audio)."
     )
 
     @classmethod
