@@ -176,7 +176,8 @@ def _chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
 
 def test_chunked_body_over_the_limit_is_413_without_reading_it_whole(live: Live, peak: PeakProbe) -> None:
     total = 64 * MiB  # 20 x the body limit
-    response = live.http.post("/v1/embed", content=_chunks(total), headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json"}
+    response = live.http.post("/v1/embed", content=_chunks(total), headers=headers)
     assert response.status_code == 413, response.text
     assert response.json()["error"]["kind"] == "payload_too_large"
     assert response.request.headers["transfer-encoding"] == "chunked"

@@ -259,7 +259,9 @@ class Batcher:
             error = (
                 exc
                 if isinstance(exc, SonovecError)
-                else SonovecError(ErrorKind.INTERNAL, f"model call failed: {type(exc).__name__}: {exc}")
+                else SonovecError(
+                    ErrorKind.INTERNAL, f"model call failed ({type(exc).__name__}); see the server log"
+                )
             )
             for job in jobs:
                 _settle(job.future, error=error)
