@@ -110,4 +110,5 @@ class PeakProbe:
 
     def assert_below(self, bound: int) -> None:
         grown = self.growth()
+        print(f"peak RSS growth {grown / MiB:.1f} MiB (bound {bound / MiB:.0f} MiB)")
         assert grown < bound, f"server peak RSS grew by {grown / MiB:.1f} MiB (bound {bound / MiB:.0f} MiB)"

@@ -45,14 +45,15 @@ def assert_error(status: int, body: dict, want_status: int, kind: str, field: st
 
 def test_384khz_8_channel_flac_decodes_in_bounded_memory(live: Live, peak: PeakProbe) -> None:
     """30 s at 384 kHz x 8 channels is 92 M samples (368 MB as float32) in a 100 KB FLAC. Decoded
-    block by block straight to 48 kHz stereo it needs the output (11.5 MB) twice and one block."""
+    block by block straight to 48 kHz stereo it needs the output (11.5 MB) twice while decoding,
+    then once more as the model's windows: ~35 MB, where the whole source as float32 is 368 MB."""
     data = constant(30, 384_000, 8, "flac")
     assert len(data) < 200_000
     status, body = embed_file(live, data)
     assert status == 200, body
     assert body["duration_s"] == pytest.approx(30, abs=0.01)
     assert all(math.isfinite(v) for v in body["embedding"])
-    peak.assert_below(48 * MiB)
+    peak.assert_below(64 * MiB)
 
 
 @pytest.mark.parametrize("fmt", ["flac", "ogg", "opus", "mp3", "wav"])

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from sonovec.server.budget import MemoryBudget
 from sonovec.server.core import Service
@@ -136,12 +136,18 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> SonovecError:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route takes on this path (Starlette's Allow names the first route's only)."""
+    """Every method the API takes on this path, from the OpenAPI document (Starlette's own Allow
+    names only the first route that matched the path)."""
+    app = request.app
+    if getattr(app.state, "allowed_methods", None) is None:
+        app.state.allowed_methods = [
+            (compile_path(path)[0], {method.upper() for method in operations})
+            for path, operations in app.openapi().get("paths", {}).items()
+        ]
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)  # PARTIAL: the path matches, the method does not
-        if match != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
+    for pattern, verbs in app.state.allowed_methods:
+        if pattern.match(request.url.path):
+            methods |= verbs | ({"HEAD"} if "GET" in verbs else set())
     return sorted(methods)
 
 

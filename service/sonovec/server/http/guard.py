@@ -109,6 +109,12 @@ class BodyLimit:
             return
         budget = self.get_budget()
         reservation: Reservation | None = None if budget is None else budget.reservation("body")
+        if reservation is not None and length:
+            try:  # a stated length is held whole at once: admitted requests can then finish
+                reservation.grow_to(length * BODY_HOLD_FACTOR)
+            except SonovecError as error:
+                await send_error(send, error)
+                return
         received = 0
 
         async def counted_receive() -> Message:
