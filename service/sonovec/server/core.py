@@ -474,6 +474,9 @@ class Service:
             audio = pooling.linear_overlap_add(outputs, spec.stride)
         else:
             audio = np.concatenate(outputs, axis=1)
+        if not np.all(np.isfinite(audio)):
+            raise invalid("the codes and scales decode to non-finite audio", field="scales",
+                          allowed="scales as encode returns them (finite audio out)")
         return DecodeResult(self.info(backend), np.ascontiguousarray(audio[:, :num_samples]))
 
     async def similarity(self, sources: Sequence[AudioSource], options: EmbedOptions) -> SimilarityResult:
