@@ -108,6 +108,8 @@ class Batcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         workers: int = 1,
         name: str = "batcher",
+        max_queue_wait_s: float = math.inf,
+        on_refuse: Callable[[str], None] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"a batcher needs at least one worker; got {workers}")
@@ -115,7 +117,9 @@ class Batcher:
         self.max_batch_cost = max_batch_cost
         self.max_wait_s = max_wait_s
         self.max_queue_cost = max_queue_cost
+        self.max_queue_wait_s = max_queue_wait_s
         self._on_batch = on_batch
+        self._on_refuse = on_refuse
         self._queues: dict[BatchKey, deque[_Job]] = {}
         self._queued_cost = 0.0
         self._queued_jobs = 0
@@ -147,12 +151,7 @@ class Batcher:
         with self._cond:
             if self._stopping:
                 raise SonovecError(ErrorKind.UNAVAILABLE, "the service is shutting down", retry_after=1.0)
-            if self._queued_cost + total > self.max_queue_cost:
-                raise SonovecError(
-                    ErrorKind.OVERLOADED,
-                    f"queue full: {self._queued_cost:.0f} of {self.max_queue_cost:.0f} audio seconds waiting",
-                    retry_after=self.retry_after(),
-                )
+            self._admit(total, ticket)
             queue = self._queues.setdefault(key, deque())
             for payload, cost, future in zip(payloads, costs, futures, strict=True):
                 queue.append(_Job(payload, cost, ticket, future))
@@ -161,11 +160,57 @@ class Batcher:
             self._cond.notify()
         return futures
 
+    def _admit(self, total: float, ticket: Ticket) -> None:
+        """Under the lock: refuse (OVERLOADED) a request whose windows would not fit the queue's
+        memory bound (audio seconds), or would wait longer than ``max_queue_wait_s`` or than its
+        own deadline allows, by the projected wait: queued cost / measured throughput."""
+        if self._queued_cost + total > self.max_queue_cost:
+            self._refuse("queue_cost")
+            raise SonovecError(
+                ErrorKind.OVERLOADED,
+                f"queue full: {self._queued_cost:.0f} of {self.max_queue_cost:.0f} audio seconds waiting",
+                retry_after=self.retry_after(),
+            )
+        wait = self.projected_wait()
+        if wait > self.max_queue_wait_s:
+            self._refuse("queue_wait")
+            raise SonovecError(
+                ErrorKind.OVERLOADED,
+                f"queue wait would be {wait:.1f} s, over the {self.max_queue_wait_s:g} s bound",
+                retry_after=max(1.0, wait - self.max_queue_wait_s),
+            )
+        left = ticket.deadline - time.monotonic()
+        if wait + self._seconds_for(total) > left:
+            self._refuse("deadline")
+            raise SonovecError(
+                ErrorKind.OVERLOADED,
+                f"the queue (about {wait:.1f} s of wait) would outlast the request's deadline ({left:.1f} s)",
+                retry_after=max(1.0, wait + self._seconds_for(total) - left),
+            )
+
+    def _refuse(self, reason: str) -> None:
+        if self._on_refuse is not None:
+            self._on_refuse(reason)
+
+    @property
+    def throughput(self) -> float:
+        """Audio seconds per second all workers achieve together (moving average of measured
+        batches; 0 until the first batch ran)."""
+        return self._throughput * len(self._threads)
+
+    def _seconds_for(self, cost: float) -> float:
+        return 0.0 if self._throughput <= 0 else cost / self.throughput
+
+    def projected_wait(self) -> float:
+        """Seconds a request queued now would wait before its first window runs: queued cost over
+        the measured throughput (0 until a batch has been measured)."""
+        return self._seconds_for(self._queued_cost)
+
     def retry_after(self) -> float:
         """Seconds until the current queue has likely drained, at the measured throughput."""
         if self._throughput <= 0:
             return 1.0
-        return float(max(1, math.ceil(self._queued_cost / (self._throughput * len(self._threads)))))
+        return float(max(1, math.ceil(self.projected_wait())))
 
     @property
     def queued_cost(self) -> float:

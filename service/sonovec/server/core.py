@@ -242,8 +242,12 @@ class Service:
             max_queue_cost=settings.max_queue_seconds,
             on_batch=self.metrics.observe_batch,
             workers=settings.workers,
+            max_queue_wait_s=settings.max_queue_wait_s,
+            on_refuse=lambda reason: self.metrics.refused.labels(reason).inc(),
         )
         self.metrics.watch_queue(lambda: self.batcher.queued_cost, lambda: self.batcher.queued_jobs)
+        self.metrics.projected_wait.set_function(self.batcher.projected_wait)
+        self.metrics.throughput.set_function(lambda: self.batcher.throughput)
         for info in self.infos.values():
             self.metrics.weights.labels(
                 info.name, info.backend, info.device, info.weights_fingerprint, str(info.pretrained).lower()

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     max_queue_seconds: float = Field(
         1800.0, gt=0, description="Audio seconds queued at most; beyond it requests get 429 + Retry-After."
     )
+    max_queue_wait_s: float = Field(
+        30.0,
+        gt=0,
+        description="Admission bound on the projected queue wait (queued audio seconds over the "
+        "measured throughput); beyond it, or beyond a request's own deadline, 429 + Retry-After.",
+    )
     request_timeout_s: float = Field(
         300.0, gt=0, description="Default deadline of a request (a client may ask for less)."
     )
