@@ -56,14 +56,15 @@ def test_a_projected_wait_over_the_bound_is_refused_with_retry_after() -> None:
     batcher = warmed(runner, refused, bound=1.0)
     runner.gate.clear()  # hold the worker: the queue only grows
     far = Ticket(time.monotonic() + 600)
-    batcher.submit(KEY, list(range(60)), [1.0] * 60, far)  # 60 units = 1.2 s of work at 50/s
-    with pytest.raises(SonovecError) as caught:
-        batcher.submit(KEY, ["late"], [1.0], far)
+    batcher.submit(KEY, list(range(40)), [1.0] * 40, far)  # 40 units = 0.8 s of work at 50/s
+    with pytest.raises(SonovecError) as caught:  # would finish after 0.8 + 0.3 s
+        batcher.submit(KEY, list(range(15)), [1.0] * 15, far)
     assert caught.value.kind == ErrorKind.OVERLOADED
     assert "wait" in caught.value.message
     assert caught.value.retry_after is not None and caught.value.retry_after >= 1
     assert refused == ["queue_wait"]
-    assert batcher.projected_wait() == pytest.approx(1.2, rel=0.35)
+    assert batcher.projected_wait() == pytest.approx(0.8, rel=0.35)
+    batcher.submit(KEY, ["fits"], [1.0], far)  # 0.8 + 0.02 s: admitted
     runner.gate.set()
     batcher.stop()
 

@@ -172,20 +172,21 @@ class Batcher:
                 retry_after=self.retry_after(),
             )
         wait = self.projected_wait()
-        if wait > self.max_queue_wait_s:
+        finish = wait + self._seconds_for(total)  # until this request's last window is done
+        if finish > self.max_queue_wait_s:
             self._refuse("queue_wait")
             raise SonovecError(
                 ErrorKind.OVERLOADED,
                 f"queue wait would be {wait:.1f} s, over the {self.max_queue_wait_s:g} s bound",
-                retry_after=max(1.0, wait - self.max_queue_wait_s),
+                retry_after=max(1.0, finish - self.max_queue_wait_s),
             )
         left = ticket.deadline - time.monotonic()
-        if wait + self._seconds_for(total) > left:
+        if finish > left:
             self._refuse("deadline")
             raise SonovecError(
                 ErrorKind.OVERLOADED,
                 f"the queue (about {wait:.1f} s of wait) would outlast the request's deadline ({left:.1f} s)",
-                retry_after=max(1.0, wait + self._seconds_for(total) - left),
+                retry_after=max(1.0, finish - left),
             )
 
     def _refuse(self, reason: str) -> None:
