@@ -122,6 +122,7 @@ class Batcher:
         self._on_refuse = on_refuse
         self._queues: dict[BatchKey, deque[_Job]] = {}
         self._queued_cost = 0.0
+        self._running_cost = 0.0  # cost of the batches being run now: still ahead of a new request
         self._queued_jobs = 0
         self._cond = threading.Condition()
         self._stopping = False
@@ -203,9 +204,9 @@ class Batcher:
         return 0.0 if self._throughput <= 0 else cost / self.throughput
 
     def projected_wait(self) -> float:
-        """Seconds a request queued now would wait before its first window runs: queued cost over
-        the measured throughput (0 until a batch has been measured)."""
-        return self._seconds_for(self._queued_cost)
+        """Seconds a request queued now would wait before its first window runs: queued and
+        running cost over the measured throughput (0 until a batch has been measured)."""
+        return self._seconds_for(self._queued_cost + self._running_cost)
 
     def retry_after(self) -> float:
         """Seconds until the current queue has likely drained, at the measured throughput."""
@@ -234,13 +235,33 @@ class Batcher:
     # ---- the worker ----
 
     def _work(self) -> None:
+        cycle_start = time.monotonic()
         while True:
             with self._cond:
                 batch = self._next_batch()
                 if batch is None:
                     return
+            taken = time.monotonic()
             key, jobs = batch
-            self._run(key, jobs)
+            cost = sum(job.cost for job in jobs)
+            with self._cond:
+                self._running_cost += cost
+            try:
+                ran = self._run(key, jobs)
+            finally:
+                with self._cond:
+                    self._running_cost = max(0.0, self._running_cost - cost)
+            if ran:
+                # throughput over the whole cycle (taking the batch, running it, settling its
+                # futures) when the worker went straight on: the rate the queue really drains at
+                busy = taken - cycle_start <= max(self.max_wait_s, 1e-3)
+                since = cycle_start if busy else taken
+                self._observe_rate(cost, time.monotonic() - since)
+            cycle_start = time.monotonic()
+
+    def _observe_rate(self, cost: float, seconds: float) -> None:
+        rate = cost / max(seconds, 1e-6)
+        self._throughput = rate if self._throughput == 0 else 0.8 * self._throughput + 0.2 * rate
 
     def _next_batch(self) -> tuple[BatchKey, list[_Job]] | None:
         """Under the lock: wait for a batch that is full or old enough; None once stopped and empty."""
@@ -292,9 +313,10 @@ class Batcher:
             return True
         return False
 
-    def _run(self, key: BatchKey, jobs: list[_Job]) -> None:
+    def _run(self, key: BatchKey, jobs: list[_Job]) -> bool:
+        """Run one batch and settle its futures; True if the model call succeeded."""
         if not jobs:
-            return
+            return False
         started = time.monotonic()
         try:
             results = self._runner(key, [job.payload for job in jobs])
@@ -311,13 +333,12 @@ class Batcher:
             )
             for job in jobs:
                 _settle(job.future, error=error)
-            return
+            return False
         elapsed = time.monotonic() - started
         cost = sum(job.cost for job in jobs)
-        rate = cost / max(elapsed, 1e-6)
-        self._throughput = rate if self._throughput == 0 else 0.8 * self._throughput + 0.2 * rate
         if self._on_batch is not None:  # before the results, so a caller sees its own batch counted
             waits = [started - job.enqueued for job in jobs]
             self._on_batch(BatchStats(key, len(jobs), cost, waits, elapsed))
         for job, result in zip(jobs, results, strict=True):
             _settle(job.future, result=result)
+        return True
