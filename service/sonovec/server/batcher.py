@@ -173,7 +173,9 @@ class Batcher:
                 retry_after=self.retry_after(),
             )
         wait = self.projected_wait()
-        finish = wait + self._seconds_for(total)  # until this request's last window is done
+        # until this request's last window is done, with one batch of slack: its last window may
+        # wait for a batch to form, and its reply still has to be pooled and sent
+        finish = wait + self._seconds_for(total + self.max_batch_cost)
         if finish > self.max_queue_wait_s:
             self._refuse("queue_wait")
             raise SonovecError(
