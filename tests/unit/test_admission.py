@@ -56,15 +56,14 @@ def test_a_projected_wait_over_the_bound_is_refused_with_retry_after() -> None:
     batcher = warmed(runner, refused, bound=1.0)
     runner.gate.clear()  # hold the worker: the queue only grows
     far = Ticket(time.monotonic() + 600)
-    batcher.submit(KEY, list(range(40)), [1.0] * 40, far)  # 40 units = 0.8 s of work at 50/s
-    with pytest.raises(SonovecError) as caught:  # would finish after 0.8 + 0.3 s
-        batcher.submit(KEY, list(range(15)), [1.0] * 15, far)
+    batcher.submit(KEY, list(range(60)), [1.0] * 60, far)  # 60 units = 1.2 s of work at 50/s: admitted
+    with pytest.raises(SonovecError) as caught:  # would wait 1.2 s (+ one batch)
+        batcher.submit(KEY, ["late"], [1.0], far)
     assert caught.value.kind == ErrorKind.OVERLOADED
     assert "wait" in caught.value.message
     assert caught.value.retry_after is not None and caught.value.retry_after >= 1
     assert refused == ["queue_wait"]
-    assert batcher.projected_wait() == pytest.approx(0.8, rel=0.35)
-    batcher.submit(KEY, ["fits"], [1.0], far)  # 0.8 + 0.02 s: admitted
+    assert batcher.projected_wait() == pytest.approx(1.2, rel=0.35)
     runner.gate.set()
     batcher.stop()
 
@@ -81,6 +80,13 @@ def test_a_request_that_its_own_deadline_would_not_let_finish_is_refused() -> No
     assert refused == ["deadline"]
     batcher.submit(KEY, ["patient"], [1.0], Ticket(time.monotonic() + 60))  # the same queue: admitted
     runner.gate.set()
+    batcher.stop()
+
+
+def test_a_request_longer_than_the_bound_is_served_when_nothing_waits() -> None:
+    batcher = warmed(Slow(0.001), [], bound=0.05)
+    futures = batcher.submit(KEY, list(range(200)), [1.0] * 200, Ticket(time.monotonic() + 60))  # ~0.2 s
+    assert len([f.result(timeout=10) for f in futures]) == 200
     batcher.stop()
 
 

@@ -172,17 +172,18 @@ class Batcher:
                 f"queue full: {self._queued_cost:.0f} of {self.max_queue_cost:.0f} audio seconds waiting",
                 retry_after=self.retry_after(),
             )
-        wait = self.projected_wait()
-        # until this request's last window is done, with one batch of slack: its last window may
-        # wait for a batch to form, and its reply still has to be pooled and sent
-        finish = wait + self._seconds_for(total + self.max_batch_cost)
-        if finish > self.max_queue_wait_s:
+        # the wait ahead of this request, with one batch of slack (its windows may wait for a
+        # batch to form; its reply is pooled and sent after). Its own work is not counted here: a
+        # request that alone needs longer than the bound would otherwise never be served
+        wait = self.projected_wait() + self._seconds_for(self.max_batch_cost)
+        if wait > self.max_queue_wait_s:
             self._refuse("queue_wait")
             raise SonovecError(
                 ErrorKind.OVERLOADED,
-                f"queue wait would be {wait:.1f} s, over the {self.max_queue_wait_s:g} s bound",
-                retry_after=max(1.0, finish - self.max_queue_wait_s),
+                f"queue wait would be about {wait:.1f} s, over the {self.max_queue_wait_s:g} s bound",
+                retry_after=max(1.0, wait - self.max_queue_wait_s),
             )
+        finish = wait + self._seconds_for(total)  # until its last window is done
         left = ticket.deadline - time.monotonic()
         if finish > left:
             self._refuse("deadline")
