@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     max_queue_seconds: float = Field(
         1800.0, gt=0, description="Audio seconds queued at most; beyond it requests get 429 + Retry-After."
     )
+    max_queue_wait_s: float = Field(
+        30.0,
+        gt=0,
+        description="Admission bound on the projected queue wait (queued audio seconds over the "
+        "measured throughput); beyond it, or beyond a request's own deadline, 429 + Retry-After.",
+    )
     request_timeout_s: float = Field(
         300.0, gt=0, description="Default deadline of a request (a client may ask for less)."
     )
@@ -99,6 +105,13 @@ class Settings(BaseSettings):
         8, ge=1, description="Most channels a recording may have (mixed to the model's)."
     )
     max_recordings: int = Field(64, ge=1, description="Most recordings in one similarity request.")
+    max_inflight_bytes: int = Field(
+        4 * 2**30,
+        gt=0,
+        description="Memory budget across requests in flight: request bodies (counted 3x: bytes, "
+        "parsed text, decoded audio bytes) and decoded audio (twice, at the model's rate). Beyond it "
+        "429 + Retry-After; a request that alone needs more: 413.",
+    )
 
     # --- storage ---
     data_dir: Path = Field(Path("data"), description="Where collections, probes and exports live.")

@@ -36,6 +36,7 @@ from sonovec.server.collections.spec import (
     SpaceClaim,
     check_item_id,
     check_labels,
+    check_lookup_id,
     check_metadata,
     check_name,
     check_vector,
@@ -203,7 +204,7 @@ class Collections:
         state = await self._state(name)
         if not 1 <= len(item_ids) <= MAX_ITEMS_PER_WRITE:
             raise invalid(f"{len(item_ids)} ids", field="ids", allowed=f"1 to {MAX_ITEMS_PER_WRITE} ids")
-        changed = await self.store.write(state, [Op("delete", check_item_id(i)) for i in item_ids])
+        changed = await self.store.write(state, [Op("delete", check_lookup_id(i)) for i in item_ids])
         return sum(changed)
 
     # ---- search ----

@@ -11,10 +11,17 @@ import math
 from dataclasses import dataclass, field
 
 from sonovec.server import pooling as pooling_ops
-from sonovec.server.collections.spec import MAX_K, WEIGHTINGS, IndexSpec, check_k, check_labels, check_name
+from sonovec.server.collections.spec import (
+    MAX_K,
+    WEIGHTINGS,
+    IndexSpec,
+    check_description,
+    check_k,
+    check_labels,
+    check_name,
+)
 from sonovec.server.errors import invalid
 
-MAX_DESCRIPTION_CHARS = 1000
 EF_SEARCH_BOUNDS = (1, 4096)
 NPROBE_BOUNDS = (1, 65536)
 FOLDS_BOUNDS = (2, 20)
@@ -43,12 +50,7 @@ class CreateOptions:
 
     def check(self) -> CreateOptions:
         _check_one_of("pooling", self.pooling, pooling_ops.POOLINGS)
-        if len(self.description) > MAX_DESCRIPTION_CHARS:
-            raise invalid(
-                f"description of {len(self.description)} characters",
-                field="description",
-                allowed=f"at most {MAX_DESCRIPTION_CHARS} characters",
-            )
+        check_description(self.description)
         self.index.check()
         return self
 

@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field, field_validator
 
 from sonovec.server.collections import spec as core
 from sonovec.server.collections.options import (
-    MAX_DESCRIPTION_CHARS,
     ClassifyOptions,
     CreateOptions,
     ProbeOptions,
@@ -61,7 +60,7 @@ class CreateCollectionRequest(Strict):
     )
     index: IndexIn = Field(default_factory=IndexIn)
     description: str = Field(
-        CreateOptions.description, description=f"At most {MAX_DESCRIPTION_CHARS} characters."
+        CreateOptions.description, description=f"At most {core.MAX_DESCRIPTION_CHARS} characters."
     )
 
     def options(self) -> CreateOptions:
