@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from sonovec.server.errors import HTTP_STATUS, ErrorKind, SonovecError
+from sonovec.server.http import v2
 from sonovec.server.http.deps import require_api_key
 from sonovec.server.http.disconnect import CancelOnDisconnect
 from sonovec.server.http.routers import classify, codec, collections, embed, health, models, similarity
@@ -41,6 +42,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in (r.router for r in routers):
         app.include_router(router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
+    app.include_router(v2.router)  # the Open Inference Protocol: its own errors, key and readiness checks
     _install_error_handlers(app)
     _install_middleware(app, settings, runtime.metrics)
     app.add_middleware(CancelOnDisconnect)
@@ -81,7 +83,8 @@ def _install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> N
         started = time.perf_counter()
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
-            response: Response = error_response(
+            shape = v2.error_response if request.url.path.startswith("/v2") else error_response
+            response: Response = shape(
                 SonovecError(
                     ErrorKind.TOO_LARGE,
                     f"body of {int(length)} bytes",
