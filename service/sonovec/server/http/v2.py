@@ -154,8 +154,12 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
         length = int(header_length)
     try:
         header = json.loads(body[:length])
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise invalid("the inference header is not JSON", field="body") from None
+    except json.JSONDecodeError as exc:
+        raise invalid(
+            f"the inference header is not JSON ({exc.msg} at byte {exc.pos})", field="body"
+        ) from None
+    except UnicodeDecodeError:
+        raise invalid("the inference header is not UTF-8 JSON", field="body") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise invalid("the inference header needs an inputs list", field="inputs")
     return header, body[length:]
