@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Comma-separated file extensions to take.",
     )
     extract.add_argument("--no-progress", dest="progress", action="store_false", help="No progress bar.")
+    extract.add_argument(
+        "--format",
+        choices=["npy", "parquet", "safetensors"],
+        default="npy",
+        help="Also write the embeddings as sharded Parquet or safetensors (docs/extract.md, Formats).",
+    )
     add_settings_flags(extract)
 
     plot = commands.add_parser("map", help="Picture of an extract folder's embedding space (PCA and t-SNE).")
@@ -146,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=args.concurrency,
         extensions=tuple(e.strip().lstrip(".").lower() for e in args.extensions.split(",")),
         progress=args.progress,
+        format=args.format,
     )
     return asyncio.run(run_extract(settings, options))
 

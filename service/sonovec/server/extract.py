@@ -28,6 +28,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
+from sonovec.server import extract_formats
 from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import SonovecError
 from sonovec.server.runtime import Runtime
@@ -48,6 +49,7 @@ class ExtractOptions:
     concurrency: int = 8
     extensions: tuple[str, ...] = ("wav", "flac", "ogg", "mp3", "opus", "aiff", "aif")
     progress: bool = True
+    format: str = "npy"  # extra output beside embeddings.npy: parquet | safetensors (extract_formats.py)
 
 
 def find_recordings(root: Path, extensions: tuple[str, ...]) -> list[Path]:
@@ -203,14 +205,15 @@ async def _extract(service: Service, options: ExtractOptions) -> int:
     finally:
         writer.close()
         bar.close()
-    _consolidate(options.output)
+    _consolidate(options.output, header, options.format)
     log.info("extracted %d recordings (%d failed) into %s", len(todo) - failures, failures, options.output)
     return 1 if failures else 0
 
 
-def _consolidate(output: Path) -> None:
+def _consolidate(output: Path, header: dict, fmt: str = "npy") -> None:
     entries = read_manifest(output / "manifest.jsonl")
     if not entries:
         return
     _save_npy(output / "embeddings.npy", np.asarray([e["embedding"] for e in entries], np.float32))
     (output / "paths.txt").write_text("".join(e["path"] + "\n" for e in entries))
+    extract_formats.write(output, entries, header, fmt)
