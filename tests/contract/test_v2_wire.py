@@ -205,6 +205,8 @@ def test_versions_readiness_and_metrics(
     assert httpx.get(f"{server.url}/v2/models/{EMBED}/versions/1/ready", headers=KEY).json()["ready"] is True
     assert httpx.get(f"{server.url}/v2/models/{EMBED}/versions/2", headers=KEY).status_code == 404
     assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}
+    stats = httpx.get(f"{server.url}/v2/models/{EMBED}/stats", headers=KEY)
+    assert stats.status_code == 404 and "is not served" in stats.json()["error"]
     assert stub.ServerLive(ipb.ServerLiveRequest()).live and stub.ServerReady(ipb.ServerReadyRequest()).ready
     config = stub.ModelConfig(ipb.ModelConfigRequest(name="encodec_24khz_decode"), metadata=list(KEY.items()))
     assert [o.name for o in config.config.output] == ["WAVEFORM"] and list(config.config.output[0].dims) == [

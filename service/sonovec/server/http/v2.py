@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 
 from sonovec.server import v2
 from sonovec.server.core import Service
-from sonovec.server.errors import ErrorKind, SonovecError, invalid
+from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found
 from sonovec.server.http.deps import get_runtime, require_api_key
 
 log = logging.getLogger(__name__)
@@ -224,3 +224,10 @@ def _response(model_name: str, header: dict[str, Any], outputs: list[v2.Tensor])
         media_type="application/octet-stream",
         headers={"Inference-Header-Content-Length": str(len(text))},
     )
+
+
+# Last: whatever else is asked under /v2 (statistics, repository, shared memory) is not served,
+# said in the protocol's shape.
+@router.api_route("/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
+async def not_served(rest: str) -> Response:
+    raise not_found(f"/v2/{rest} is not served", allowed="see docs/protocols.md")
