@@ -217,6 +217,7 @@ def test_versions_readiness_and_metrics(
     with pytest.raises(grpc.RpcError) as missing:
         stub.ModelMetadata(ipb.ModelMetadataRequest(name=EMBED))
     assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    infer_binary(server, EMBED, {"WAVEFORM": tone(0.5, 48_000, 1, seed=190)})
     text = httpx.get(f"{server.url}/metrics").text
     assert 'method="/v2/models/{model_name}/infer"' in text
     assert 'method="/inference.GRPCInferenceService/ModelConfig"' in text
