@@ -213,6 +213,12 @@ def _add_extract(commands: Any) -> None:
         help="Comma-separated file extensions to take; other files are counted and reported.",
     )
     extract.add_argument("--no-progress", dest="progress", action="store_false", help="No progress bar.")
+    extract.add_argument(
+        "--format",
+        choices=["npy", "parquet", "safetensors"],
+        default="npy",
+        help="Also write the embeddings as sharded Parquet or safetensors (docs/extract.md, Formats).",
+    )
     add_settings_flags(extract, EXTRACT_SETTINGS, EXTRACT_DEFAULTS, EXTRACT_HELP)
 
 
@@ -279,6 +285,7 @@ def _extract(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         extensions=tuple(e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
         progress=args.progress,
+        format=args.format,
     )
     return asyncio.run(run_extract(settings, options))
 

@@ -30,6 +30,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
+from sonovec.server import extract_formats
 from sonovec.server.core import AudioSource, EmbedOptions, EmbedResult, Service
 from sonovec.server.errors import ErrorKind, SonovecError
 from sonovec.server.runtime import Runtime
@@ -59,6 +60,7 @@ class ExtractOptions:
     concurrency: int = 8
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     progress: bool = True
+    format: str = "npy"  # extra output beside embeddings.npy: parquet | safetensors (extract_formats.py)
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,7 @@ async def run_extract(settings: Settings, options: ExtractOptions) -> int:
             log.warning("no recordings under %s (extensions %s)", options.input, ",".join(options.extensions))
         if (options.output / "errors.jsonl").exists():  # this run had no errors either
             (options.output / "errors.jsonl").write_text("")
-        _consolidate(options.output)
+        _consolidate(options.output, before or {}, options.format)
         return 0
     options.output.mkdir(parents=True, exist_ok=True)
     # One model: the one this run uses (the settings' list is for the server).
@@ -309,7 +311,7 @@ async def _extract(service: Service, options: ExtractOptions, found: Found | Non
     finally:
         writer.close()
         bar.close()
-    _consolidate(options.output)
+    _consolidate(options.output, header, options.format)
     _report(options.output, tally, done_before, found.skipped)
     return 1 if tally.failed else 0
 
@@ -376,9 +378,10 @@ def _report(output: Path, tally: _Tally, done_before: int, skipped: Counter[str]
     log.log(logging.INFO if quiet else logging.WARNING, "%s", "; ".join(parts))
 
 
-def _consolidate(output: Path) -> None:
+def _consolidate(output: Path, header: dict, fmt: str = "npy") -> None:
     entries = read_manifest(output / "manifest.jsonl")
     if not entries:
         return
     _save_npy(output / "embeddings.npy", np.asarray([e["embedding"] for e in entries], np.float32))
     (output / "paths.txt").write_text("".join(e["path"] + "\n" for e in entries))
+    extract_formats.write(output, entries, header, fmt)

@@ -15,6 +15,7 @@ from starlette.routing import compile_path
 
 from sonovec.server.budget import MemoryBudget
 from sonovec.server.errors import HTTP_STATUS, ErrorKind, SonovecError
+from sonovec.server.http import v2
 from sonovec.server.http.deps import require_api_key
 from sonovec.server.http.disconnect import CancelOnDisconnect
 from sonovec.server.http.guard import BodyLimit, CatchAll
@@ -46,6 +47,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in (r.router for r in routers):
         app.include_router(router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
+    app.include_router(v2.router)  # the Open Inference Protocol: its own errors, key and readiness checks
     _install_error_handlers(app)
     _install_middleware(app, settings, runtime.metrics)
     app.add_middleware(CancelOnDisconnect)
