@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 
 from sonovec.models import Backend, BackendOptions, load_backend
 from sonovec.server.collections import Collections, store_for
+from sonovec.server.collections.manager import blobs_for
 from sonovec.server.core import Service
 from sonovec.server.errors import ErrorKind, SonovecError
 from sonovec.server.metrics import Metrics
@@ -152,7 +153,8 @@ class Runtime:
         )
         service.start()
         self._service = service
-        self._collections = Collections(service, store_for(settings), max_recordings=settings.max_recordings)
+        self._collections = Collections(service, store_for(settings), max_recordings=settings.max_recordings,
+                                        blobs=blobs_for(settings), codec=service, metrics=self.metrics)
 
     def start_sync(self) -> Runtime:
         """``load``, then READY (collections open on first use): for in-process callers without a

@@ -12,9 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from sonovec.server.errors import HTTP_STATUS, ErrorKind, SonovecError
+from sonovec.server.http import explore
 from sonovec.server.http.deps import require_api_key
 from sonovec.server.http.disconnect import CancelOnDisconnect
-from sonovec.server.http.routers import classify, codec, collections, embed, health, models, similarity
+from sonovec.server.http.routers import classify, codec, collections, embed, health, maps, models, similarity
 from sonovec.server.metrics import Metrics
 from sonovec.server.runtime import Runtime
 from sonovec.server.settings import Settings
@@ -37,10 +38,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
 
     auth = [Depends(require_api_key)]
-    routers = (embed, codec, similarity, models, collections, classify)
+    routers = (embed, codec, similarity, models, maps, collections, classify)  # maps' item audio route first
     for router in (r.router for r in routers):
         app.include_router(router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
+    app.include_router(explore.router)  # the page; its API calls go to /v1 with the key
     _install_error_handlers(app)
     _install_middleware(app, settings, runtime.metrics)
     app.add_middleware(CancelOnDisconnect)
