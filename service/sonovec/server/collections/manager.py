@@ -113,7 +113,7 @@ class Collections:
     ) -> None:
         self._embedder = embedder
         self._audio = KeptAudio(blobs, codec)
-        self._maps = Maps(None if metrics is None else metrics.registry)
+        self._maps = Maps(None if metrics is None else metrics.map_cache)
         self.store = store
         self._max_recordings = max_recordings
         self._opened = False

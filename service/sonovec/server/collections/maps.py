@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 
 from sonovec.server.collections.state import CollectionState
 from sonovec.server.errors import ErrorKind, SonovecError, invalid
@@ -156,9 +156,10 @@ class Maps:
     """Computes maps and clusters once per (collection version, options); counts cache lookups in
     ``sonovec_map_cache_requests{kind, result}``."""
 
-    def __init__(self, registry: CollectorRegistry | None) -> None:
-        self.lookups = Counter("sonovec_map_cache_requests", "Explorer map and cluster cache lookups.",
-                               ["kind", "result"], registry=registry)
+    def __init__(self, lookups: Counter | None = None) -> None:
+        # without the runtime's metrics: counted on a counter of no registry
+        self.lookups = lookups or Counter("sonovec_map_cache_requests", "Map cache lookups.",
+                                          ["kind", "result"], registry=None)
         self._cache = _Cache()
         self._busy = {"map": asyncio.Semaphore(1), "clusters": asyncio.Semaphore(1)}
 

@@ -294,6 +294,8 @@ async function upload(file) {
     y: placed.reduce((s, [p, w]) => s + p.y * w, 0) / total,
   };
   $("selected").textContent = `${file.name} (uploaded)`;
+  $("no-audio").hidden = true;
+  Plotly.purge("selfsim");
   showHits(result.hits);
   status(`${file.name}: placed among its ${result.hits.length} nearest items`);
   plot();
