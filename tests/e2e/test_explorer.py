@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -196,3 +198,28 @@ def test_page_and_plotly_are_served_without_a_key(server: ServerProcess) -> None
     assert "cdn" not in page.text.lower()
     assert httpx.get(f"{server.url}/v1/collections/notes/map").status_code == 401  # the data needs the key
     assert shutil.which("chromium") or Path(CHROMIUM).exists()
+
+
+def test_map_html_is_one_self_contained_file(browser: Any, tmp_path: Path) -> None:
+    """``sonovec map --html`` on an extract folder: one file, plotly.js inside, N SVG points offline."""
+    recordings = tmp_path / "in"
+    for i in range(6):
+        label = list(PITCHES)[i % 3]
+        (recordings / label).mkdir(parents=True, exist_ok=True)
+        (recordings / label / f"{i}.wav").write_bytes(note(label, 0.6 + 0.1 * i, i))
+    run = [sys.executable, "-m", "sonovec.server.cli"]
+    fake = ["--backend", "fake", "--weights", "random", "--no-progress", "--log-level", "warning"]
+    done = subprocess.run([*run, "extract", str(recordings), str(tmp_path / "out"), *fake],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    drawn = subprocess.run([*run, "map", str(tmp_path / "out"), "--html", str(tmp_path / "html")],
+                           capture_output=True, text=True, timeout=300)
+    assert drawn.returncode == 0, drawn.stderr
+    page = tmp_path / "html" / "map.html"
+    text = page.read_text()
+    assert "<script src" not in text and "RANDOM-INIT" in text
+    assert os.listdir(tmp_path / "html") == ["map.html"]
+    browser.get(page.as_uri())
+    until(lambda: len(points(browser)) == 6, what="6 points in the file")
+    names = browser.execute_script("return document.getElementById('map').data.map(t => t.name)")
+    assert sorted(names) == sorted(PITCHES)

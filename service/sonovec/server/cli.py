@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot = commands.add_parser("map", help="Picture of an extract folder's embedding space (PCA and t-SNE).")
     plot.add_argument("folder", type=Path, help="An output folder of 'sonovec extract'.")
     plot.add_argument("--png", type=Path, default=None, help="Where to write the picture [FOLDER/map.png].")
+    plot.add_argument("--html", type=Path, default=None,
+                      help="Write DIR/map.html instead: the interactive map, one self-contained file.")
     plot.add_argument(
         "--label-depth",
         type=int,
@@ -122,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sonovec.server.probe import main as probe_main
 
         return probe_main(args.probe_args)
+    if args.command == "map" and args.html is not None:
+        from sonovec.server.map_html import write_map_html
+
+        return write_map_html(args.folder, args.html, args.label_depth)
     if args.command == "map":
         return draw_map(args.folder, args.png or args.folder / "map.png", args.label_depth)
     if args.command == "serve":
