@@ -194,6 +194,7 @@ function pointById(id) {
 async function select(id) {
   const p = pointById(id);
   explorer.selected = id;
+  status(`${id}: ${p.has_audio ? "playing" : "nothing to play"}; its nearest items are listed`);
   $("selected").textContent = `${id} — labels: ${p.labels.join(", ") || "none"}` +
     (Object.keys(p.metadata).length ? ` — ${JSON.stringify(p.metadata)}` : "");
   const audio = await play(id);
@@ -263,7 +264,7 @@ async function selfSimilarity(blob) {
     const result = await json("/v1/similarity/self", { method: "POST", body: form });
     const t = result.segment_starts_s;
     Plotly.react("selfsim", [{ type: "heatmap", z: result.matrix, x: t, y: t, zmin: -1, zmax: 1,
-      colorscale: "Magma" }], { margin: { l: 40, r: 10, t: 10, b: 30 }, yaxis: { autorange: "reversed" } },
+      colorscale: "Viridis" }], { margin: { l: 40, r: 10, t: 10, b: 30 }, yaxis: { autorange: "reversed" } },
     { displaylogo: false });
   } catch (e) {
     $("selfsim").textContent = `self-similarity: ${e.message}`;
