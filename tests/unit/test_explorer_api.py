@@ -261,3 +261,13 @@ def test_label_purity_counts_majorities_of_labelled_members() -> None:
     assert [(c.id, c.size, c.label) for c in clusters] == [(0, 3, "a"), (1, 3, "b")]
     assert clusters[0].purity == pytest.approx(2 / 3) and clusters[1].purity == 1.0
     assert purity == pytest.approx(4 / 5)
+
+
+@pytest.mark.slow  # numba compiles UMAP on its first call (~100 s on a loaded 2-core machine)
+def test_umap_map_is_deterministic_for_a_seed() -> None:
+    pytest.importorskip("umap", reason="umap-learn is an optional extra (sonovec-server[umap])")
+    vectors, labels = clustered(10)
+    points = Points([f"i{i}" for i in range(30)], [(lab,) for lab in labels], [{}] * 30, vectors, 30, 1)
+    first = compute_map(points, MapOptions(method="umap", n_neighbors=5, seed=1))
+    again = compute_map(points, MapOptions(method="umap", n_neighbors=5, seed=1))
+    assert np.array_equal(first.coords, again.coords) and first.params["n_neighbors"] == 5
