@@ -15,6 +15,7 @@ every 50 iterations for large collections.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter as Tally
@@ -199,8 +200,6 @@ class Maps:
 
 
 def _as_cached(result: Any) -> Any:
-    import dataclasses
-
     return dataclasses.replace(result, cached=True)
 
 
