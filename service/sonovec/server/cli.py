@@ -231,6 +231,8 @@ def _add_map(commands: Any) -> None:
     )
     plot.add_argument("folder", type=Path, help="An output folder of 'sonovec extract'.")
     plot.add_argument("--png", type=Path, default=None, help="Where to write the picture [FOLDER/map.png].")
+    plot.add_argument("--html", type=Path, default=None,
+                      help="Write DIR/map.html instead: the interactive map, one self-contained file.")
     plot.add_argument(
         "--label-depth",
         type=int,
@@ -251,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] and argv[0] in HEALTH_COMMANDS:
         return _health(argv)
     args = build_parser().parse_args(argv)
+    if args.command == "map" and args.html is not None:
+        from sonovec.server.map_html import write_map_html
+
+        return write_map_html(args.folder, args.html, args.label_depth)
     if args.command == "map":
         return draw_map(args.folder, args.png or args.folder / "map.png", args.label_depth)
     if args.command == "serve":

@@ -72,6 +72,12 @@ class Metrics:
             ["backend", "direction"],
             registry=r,
         )
+        self.map_cache = Counter(
+            "sonovec_map_cache_requests",
+            "Explorer map and cluster cache lookups by kind (map, clusters) and result (hit, miss).",
+            ["kind", "result"],
+            registry=r,
+        )
         self.cache_errors = Counter(
             "sonovec_cache_errors",
             "Cache operations that failed (the cache was bypassed).",

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 
 from sonovec.models import Backend, BackendOptions, load_backend
 from sonovec.server.collections import Collections, store_for
+from sonovec.server.collections.manager import blobs_for
 from sonovec.server.core import Service
 from sonovec.server.errors import ErrorKind, SonovecError
 from sonovec.server.metrics import Metrics
@@ -161,7 +162,12 @@ class Runtime:
         self._service = service
         if self._with_collections:
             self._collections = Collections(
-                service, store_for(settings), max_recordings=settings.max_recordings
+                service,
+                store_for(settings),
+                max_recordings=settings.max_recordings,
+                blobs=blobs_for(settings),
+                codec=service,
+                metrics=self.metrics,
             )
 
     def start_sync(self) -> Runtime:

@@ -21,8 +21,10 @@ import numpy as np
 
 from sonovec.server import pooling as pooling_ops
 from sonovec.server.collections import classify as knn
+from sonovec.server.collections.blobs import BlobStore, Codec, KeptAudio, LocalBlobStore
 from sonovec.server.collections.classify import Probe
 from sonovec.server.collections.local import LocalStore
+from sonovec.server.collections.maps import ClusterOptions, ClusterResult, MapOptions, MapResult, Maps
 from sonovec.server.collections.options import ClassifyOptions, CreateOptions, ProbeOptions, SearchOptions
 from sonovec.server.collections.spec import (
     Classification,
@@ -44,6 +46,7 @@ from sonovec.server.collections.spec import (
 from sonovec.server.collections.state import CollectionState, Op
 from sonovec.server.core import AudioSource, EmbedOptions, EmbedResult, ModelInfo
 from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found
+from sonovec.server.metrics import Metrics
 from sonovec.server.settings import Settings
 
 MAX_ITEMS_PER_WRITE = 1024
@@ -81,6 +84,16 @@ def store_for(settings: Settings) -> Store:
     return LocalStore(settings.data_dir / "collections", snapshot_interval_s=settings.snapshot_interval_s)
 
 
+def blobs_for(settings: Settings) -> BlobStore:
+    """Where collections keep recordings (``CreateOptions.keep_audio``): Redis with ``--redis-url``
+    (every replica plays every item), else ``data_dir/audio``."""
+    if settings.redis_url:
+        from sonovec.server.collections.redis_blobs import RedisBlobStore
+
+        return RedisBlobStore(settings.redis_url, settings.redis_prefix)
+    return LocalBlobStore(settings.data_dir / "audio")
+
+
 async def _all_or_none(calls: list[Coroutine[Any, Any, np.ndarray]]) -> list[np.ndarray]:
     """Every result, or the first error with the other calls cancelled (no embedding left
     running for a write that has already failed)."""
@@ -95,8 +108,13 @@ async def _all_or_none(calls: list[Coroutine[Any, Any, np.ndarray]]) -> list[np.
 
 
 class Collections:
-    def __init__(self, embedder: Embedder, store: Store, *, max_recordings: int) -> None:
+    def __init__(
+        self, embedder: Embedder, store: Store, *, max_recordings: int, blobs: BlobStore | None = None,
+        codec: Codec | None = None, metrics: Metrics | None = None,
+    ) -> None:
         self._embedder = embedder
+        self._audio = KeptAudio(blobs, codec)
+        self._maps = Maps(None if metrics is None else metrics.map_cache)
         self.store = store
         self._max_recordings = max_recordings
         self._opened = False
@@ -143,12 +161,14 @@ class Collections:
         check_name(name)
         options.check()
         model = self._embedder.model(options.model)
+        self._audio.check_create(options, model.bandwidths)
         space = EmbeddingSpace(
             model=model.name, weights_fingerprint=model.weights_fingerprint, pooling=options.pooling,
             normalize=options.normalize, dim=model.latent_dim * (2 if options.pooling == "mean_std" else 1),
         )
         info = CollectionInfo(name=name, space=space, index=options.index, description=options.description)
         state = await self.store.create(info)
+        await self._audio.start(info, options)
         return dataclasses.replace(state.info, count=len(state))
 
     async def info(self, name: str) -> CollectionInfo:
@@ -156,7 +176,9 @@ class Collections:
         return dataclasses.replace(state.info, count=len(state))
 
     async def drop(self, name: str) -> None:
-        await self.store.drop(await self._state(name))
+        state = await self._state(name)
+        await self.store.drop(state)
+        await self._audio.drop(state.info)
 
     # ---- items ----
 
@@ -184,11 +206,15 @@ class Collections:
              check_metadata(item.metadata, f"items[{i}].metadata"))
             for i, item in enumerate(items)
         ]
+        policy = await self._audio.policy(state.info)
+        self._audio.check_sizes(policy, items)
         vectors = await _all_or_none(
             [self._item_vector(state, item, f"items[{i}]", timeout_s) for i, item in enumerate(items)]
         )
+        kept = await self._audio.bodies(state.info, policy, items, timeout_s)
         ops = [Op("upsert", item_id, vector, labels, metadata)
                for (item_id, labels, metadata), vector in zip(fields, vectors, strict=True)]
+        await self._audio.save(state.info, [op.id for op in ops], kept)  # before the ack: kept once durable
         await self.store.write(state, ops)
         return [op.id for op in ops]
 
@@ -205,7 +231,30 @@ class Collections:
         if not 1 <= len(item_ids) <= MAX_ITEMS_PER_WRITE:
             raise invalid(f"{len(item_ids)} ids", field="ids", allowed=f"1 to {MAX_ITEMS_PER_WRITE} ids")
         changed = await self.store.write(state, [Op("delete", check_lookup_id(i)) for i in item_ids])
+        await self._audio.forget(state.info, item_ids)
         return sum(changed)
+
+    # ---- kept audio, maps and clusters (the explorer) ----
+
+    async def audio(self, name: str, item_id: str) -> bytes:
+        """The item's kept recording as WAV (NOT_FOUND, saying why, when nothing is kept)."""
+        state = await self._state(name)
+        if item_id not in state.items:
+            raise not_found(f"no item {item_id!r} in collection {name!r}", field="id")
+        return await self._audio.wav(state.info, item_id)
+
+    async def audio_policy(self, name: str) -> dict[str, Any]:
+        """What the collection keeps of each recording (``CreateOptions.keep_audio``)."""
+        return await self._audio.policy((await self._state(name)).info)
+
+    async def map(self, name: str, options: MapOptions) -> MapResult:
+        """A 2-D map of the items (PCA, then t-SNE or UMAP), cached per collection version."""
+        state = await self._state(name)
+        return await self._maps.map(state, options, await self._audio.kept(state.info))
+
+    async def clusters(self, name: str, options: ClusterOptions) -> ClusterResult:
+        """Clusters of the items' embeddings (k-means or HDBSCAN) with per-cluster label purity."""
+        return await self._maps.clusters(await self._state(name), options)
 
     # ---- search ----
 

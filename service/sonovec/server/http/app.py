@@ -15,11 +15,11 @@ from starlette.routing import compile_path
 
 from sonovec.server.budget import MemoryBudget
 from sonovec.server.errors import HTTP_STATUS, ErrorKind, SonovecError
-from sonovec.server.http import v2
+from sonovec.server.http import explore, v2
 from sonovec.server.http.deps import require_api_key
 from sonovec.server.http.disconnect import CancelOnDisconnect
 from sonovec.server.http.guard import BodyLimit, CatchAll
-from sonovec.server.http.routers import classify, codec, collections, embed, health, models, similarity
+from sonovec.server.http.routers import classify, codec, collections, embed, health, maps, models, similarity
 from sonovec.server.http.routers._docs import install_openapi
 from sonovec.server.metrics import Metrics
 from sonovec.server.runtime import Runtime
@@ -43,11 +43,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
 
     auth = [Depends(require_api_key)]
-    routers = (embed, codec, similarity, models, collections, classify)
+    routers = (embed, codec, similarity, models, maps, collections, classify)  # maps' item audio route first
     for router in (r.router for r in routers):
         app.include_router(router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
     app.include_router(v2.router)  # the Open Inference Protocol: its own errors, key and readiness checks
+    app.include_router(explore.router)  # the page; its API calls go to /v1 with the key
     _install_error_handlers(app)
     _install_middleware(app, settings, runtime.metrics)
     app.add_middleware(CancelOnDisconnect)
