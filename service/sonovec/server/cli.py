@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Label each recording by its first N folder names (e.g. the composer folder).",
     )
 
+    add_index_parser(commands)
+
     probe = commands.add_parser(
         "probe", help="Exit 0 when the service is ready (container health check).", add_help=False
     )
@@ -118,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        return int(args.handler(args))
     if args.command == "probe":
         from sonovec.server.probe import main as probe_main
 
@@ -148,6 +152,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=args.progress,
     )
     return asyncio.run(run_extract(settings, options))
+
+
+def add_index_parser(commands: Any) -> None:
+    """``sonovec index build``: extract folders -> a read-only on-disk IVF-PQ collection."""
+    index = commands.add_parser("index", help="Build large read-only collections offline (IVF-PQ on disk).")
+    actions = index.add_subparsers(dest="index_command", required=True)
+    build = actions.add_parser("build", help="Train, add shard by shard, merge lists on disk, register.")
+    build.add_argument("inputs", nargs="+", type=Path, help="Extract folders (one embedding space).")
+    build.add_argument("--name", required=True, help="The collection's name.")
+    build.add_argument("--data-dir", type=Path, default=None,
+                       help="The service's --data-dir; the index goes to DATA_DIR/indexes/NAME [./data].")
+    build.add_argument("--factory", default="OPQ32,IVF4096,PQ32",
+                       help="FAISS index_factory string of an IVF index [OPQ32,IVF4096,PQ32].")
+    build.add_argument("--train-size", type=int, default=200_000, help="Vectors sampled to train [200000].")
+    build.add_argument("--kmeans-iters", type=int, default=10, help="k-means iterations [10].")
+    build.add_argument("--shard-rows", type=int, default=1_000_000, help="Rows per added shard [1000000].")
+    build.add_argument("--workers", type=int, default=2, help="Processes adding shards in parallel [2].")
+    build.add_argument("--nprobe", type=int, default=32, help="The collection's default nprobe [32].")
+    build.add_argument("--rerank", type=int, default=10,
+                       help="Re-score k x RERANK candidates exactly from the stored vectors [10].")
+    build.add_argument("--no-progress", dest="progress", action="store_false", help="No progress bar.")
+    build.set_defaults(handler=_index_build)
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    _configure_logging("info")
+    from sonovec.server.collections.index_build import build, options_from
+
+    data_dir = args.data_dir or Settings.model_fields["data_dir"].default
+    root = Path(data_dir) / "indexes"
+    print(build(options_from(**{**vars(args), "inputs": tuple(args.inputs), "root": root})))
+    return 0
 
 
 def draw_map(folder: Path, png: Path, label_depth: int) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -22,6 +23,7 @@ from sonovec.server import pooling as pooling_ops
 from sonovec.server.collections import classify as knn
 from sonovec.server.collections.classify import Probe
 from sonovec.server.collections.local import LocalStore
+from sonovec.server.collections.ondisk import DiskCollection, DiskCollections
 from sonovec.server.collections.spec import (
     WEIGHTINGS,
     Classification,
@@ -86,9 +88,11 @@ async def _all_or_none(calls: list[Coroutine[Any, Any, np.ndarray]]) -> list[np.
 
 
 class Collections:
-    def __init__(self, service: Service, store: Store | None = None) -> None:
+    def __init__(self, service: Service, store: Store | None = None, indexes_dir: Path | None = None) -> None:
         self._service = service
         self.store: Store = store or store_for(service)
+        # read-only collections built by ``sonovec index build`` (ondisk.py)
+        self.built = DiskCollections(indexes_dir or service.settings.data_dir / "indexes")
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         self._training = asyncio.Semaphore(1)
@@ -105,6 +109,7 @@ class Collections:
         async with self._open_lock:
             if not self._opened:
                 await self.store.open()
+                await asyncio.to_thread(self.built.open, list(self.store.states))
                 self._opened = True
 
     async def close(self) -> None:
@@ -120,10 +125,20 @@ class Collections:
             check()
 
     async def _state(self, name: str) -> CollectionState:
+        """The collection; a built one (``DiskCollection``) answers the same read methods."""
         await self._ready()
-        state = self.store.states.get(name)
+        state: Any = self.store.states.get(name)
+        if state is None:
+            state = self.built.states.get(name)
         if state is None:
             raise not_found(f"collection {name!r} does not exist", field="collection")
+        return state
+
+    async def _writable(self, name: str) -> CollectionState:
+        state = await self._state(name)
+        if isinstance(state, DiskCollection):
+            raise SonovecError(ErrorKind.CONFLICT, f"collection {name!r} is read-only (built by "
+                               "sonovec index build); rebuild it to change it", field="collection")
         return state
 
     # ---- collections ----
@@ -142,6 +157,8 @@ class Collections:
         the name is taken)."""
         await self.open()
         check_name(name)
+        if name in self.built.states:
+            raise SonovecError(ErrorKind.CONFLICT, f"collection {name!r} exists", field="name")
         if pooling not in pooling_ops.POOLINGS:
             raise invalid(f"unknown pooling {pooling!r}", field="pooling",
                           allowed=", ".join(pooling_ops.POOLINGS))
@@ -161,7 +178,7 @@ class Collections:
         return dataclasses.replace(state.info, count=len(state))
 
     async def drop(self, name: str) -> None:
-        await self.store.drop(await self._state(name))
+        await self.store.drop(await self._writable(name))
 
     # ---- items ----
 
@@ -175,7 +192,7 @@ class Collections:
     ) -> list[str]:
         """Add or replace items (by id). Audio is embedded first; nothing is written unless every
         item is valid. Returns the ids once the write is durable."""
-        state = await self._state(name)
+        state = await self._writable(name)
         if not 1 <= len(items) <= MAX_ITEMS_PER_WRITE:
             raise invalid(f"{len(items)} items", field="items", allowed=f"1 to {MAX_ITEMS_PER_WRITE} items")
         audio_count = sum(item.audio is not None for item in items)
@@ -206,7 +223,7 @@ class Collections:
 
     async def delete(self, name: str, item_ids: Sequence[str]) -> int:
         """Delete items by id; returns how many existed."""
-        state = await self._state(name)
+        state = await self._writable(name)
         if not 1 <= len(item_ids) <= MAX_ITEMS_PER_WRITE:
             raise invalid(f"{len(item_ids)} ids", field="ids", allowed=f"1 to {MAX_ITEMS_PER_WRITE} ids")
         changed = await self.store.write(state, [Op("delete", check_item_id(i)) for i in item_ids])
@@ -267,7 +284,7 @@ class Collections:
     ) -> ProbeInfo:
         """Train a logistic-regression probe on the labels of the collection's items (those with
         exactly one of ``classes``); stores it as the next version of ``probe``."""
-        state = await self._state(name)
+        state = await self._writable(name)
         check_name(probe, "probe")
         if not (c > 0 and 2 <= folds <= 20):
             raise invalid(f"c = {c}, folds = {folds}", field="c", allowed="c > 0, folds 2 to 20")
@@ -282,7 +299,8 @@ class Collections:
 
     async def probes(self, name: str) -> list[ProbeInfo]:
         """Every stored probe version of the collection."""
-        await self._state(name)
+        if isinstance(await self._state(name), DiskCollection):
+            return []
         bodies = await self.store.load_probes(name)
         infos = [Probe.from_dict(body).info for body in bodies]
         return sorted(infos, key=lambda p: (p.name, p.version))
@@ -304,7 +322,8 @@ class Collections:
         return Classification(name, "probe", model.predict(vector)[:top], [], probe, model.info.version)
 
     async def _probe(self, state: CollectionState, probe: str, version: int | None) -> Probe:
-        bodies = [b for b in await self.store.load_probes(state.name) if b["name"] == probe]
+        stored = [] if isinstance(state, DiskCollection) else await self.store.load_probes(state.name)
+        bodies = [b for b in stored if b["name"] == probe]
         if version is not None:
             bodies = [b for b in bodies if b["version"] == version]
         if not bodies:
@@ -370,4 +389,5 @@ class Collections:
     async def list(self) -> list[CollectionInfo]:
         """Every collection, by name."""
         await self._ready()
-        return [dataclasses.replace(s.info, count=len(s)) for _, s in sorted(self.store.states.items())]
+        every: dict[str, Any] = {**self.built.states, **self.store.states}
+        return [dataclasses.replace(s.info, count=len(s)) for _, s in sorted(every.items())]
