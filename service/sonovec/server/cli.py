@@ -170,8 +170,8 @@ def add_index_parser(commands: Any) -> None:
     build.add_argument("--shard-rows", type=int, default=1_000_000, help="Rows per added shard [1000000].")
     build.add_argument("--workers", type=int, default=2, help="Processes adding shards in parallel [2].")
     build.add_argument("--nprobe", type=int, default=32, help="The collection's default nprobe [32].")
-    build.add_argument("--rerank", type=int, default=10,
-                       help="Re-score k x RERANK candidates exactly from the stored vectors [10].")
+    build.add_argument("--rerank", type=int, default=30,
+                       help="Re-score k x RERANK candidates exactly from the stored vectors [30].")
     build.add_argument("--no-progress", dest="progress", action="store_false", help="No progress bar.")
     build.set_defaults(handler=_index_build)
 

@@ -55,7 +55,7 @@ class BuildOptions:
     shard_rows: int = 1_000_000
     workers: int = 2
     nprobe: int = 32
-    rerank: int = 10
+    rerank: int = 30
     seed: int = 0
     progress: bool = True
 

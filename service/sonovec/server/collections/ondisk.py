@@ -175,12 +175,14 @@ class DiskCollection:
         exclude: str | None = None,
         ef_search: int | None = None,
         nprobe: int | None = None,
+        rerank: int | None = None,
     ) -> tuple[list[Hit], bool]:
-        """As ``CollectionState.search``; exact cosines for the re-ranked candidates."""
+        """As ``CollectionState.search``; exact cosines for the re-ranked candidates. ``rerank``:
+        re-score k x this many candidates (default: the build's ``--rerank``)."""
         if labels is not None:
             return [], False  # no item carries a label
         want = k + (exclude is not None)
-        rows = self.candidates(unit_query, max(want, want * self.rerank), nprobe)
+        rows = self.candidates(unit_query, want * max(1, rerank or self.rerank), nprobe)
         scores = self._exact_scores(np.sort(rows), unit_query)
         order = np.argsort(-scores, kind="stable")
         ranked = np.sort(rows)[order]
