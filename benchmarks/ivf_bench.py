@@ -49,12 +49,13 @@ HEADER = {"model": "synthetic", "weights_fingerprint": "clustered-v1", "pretrain
 
 
 def factory_for(count: int) -> tuple[str, int]:
-    """IVF lists of about 1,200 vectors (nlist a power of two near N / 1,200, capped at 8192 so
-    that k-means trains in minutes on 2 cores) behind an HNSW quantizer (assigning 10M vectors to
-    8192 centroids exhaustively is 2e13 flops; the HNSW graph visits a few hundred), PQ32 codes
+    """IVF lists of about 1,200 vectors (nlist a power of two near N / 1,200, capped at 4096 so
+    that k-means trains in minutes on 2 shared cores: 65536 lists would want 2.6M training vectors
+    and hours here) behind an HNSW quantizer (assigning 10M vectors to 4096 centroids exhaustively
+    is 1e13 flops; the HNSW graph visits a few hundred), PQ32 codes
     (32 bytes a vector). Trained on 39 vectors per list (the least FAISS accepts without warning)
     and at least 100,000 (the PQ codebooks: 256 centroids per sub-vector want as many)."""
-    nlist = int(min(8192, 2 ** round(np.log2(max(count / 1_200, 64)))))
+    nlist = int(min(4096, 2 ** round(np.log2(max(count / 1_200, 64)))))
     return f"IVF{nlist}_HNSW32,PQ32", min(count, max(39 * nlist, 100_000))
 
 
@@ -257,7 +258,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100,000 vectors, 200 queries")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="ivf_bench", help="Result file stem.")
+    parser.add_argument("--combine", type=Path, nargs="+", default=None,
+                        help="Instead of running: join earlier runs' JSON (one size each) into one report.")
     args = parser.parse_args()
+    if args.combine:
+        runs = [json.loads(p.read_text()) for p in args.combine]
+        report_and_plot([r for run in runs for r in run["results"]], args.queries, runs[0]["machine"], args)
+        return
     if args.quick:
         args.sizes, args.queries = [100_000], 200
         if args.out == RESULTS:
@@ -272,8 +279,13 @@ def main() -> None:
     for count in args.sizes:
         results.append(run_size(count, args.queries, args.work, args.workers, args.keep))
         print_table(results[-1:])
+    report_and_plot(results, args.queries, machine, args)
+
+
+def report_and_plot(results: list[dict[str, Any]], queries: int, machine: str,
+                    args: argparse.Namespace) -> None:
     print_table(results)
-    report = {"dim": DIM, "k": K, "queries": args.queries, "machine": machine, "results": results,
+    report = {"dim": DIM, "k": K, "queries": queries, "machine": machine, "results": results,
               "bytes_per_vector": [bytes_per_vector(r) for r in results],
               "projection_100M": projection(results)}
     print("\nprojection to 100M:", json.dumps(report["projection_100M"], indent=1))
@@ -281,7 +293,6 @@ def main() -> None:
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2))
     plot(results, args.out / f"{args.name}.png", f"on-disk IVF-PQ, {DIM}-d clustered, k={K} ({machine})")
     print(f"wrote {args.out / args.name}.json and .png")
-
 
 if __name__ == "__main__":
     main()

@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Comma-separated file extensions to take.",
     )
     extract.add_argument("--no-progress", dest="progress", action="store_false", help="No progress bar.")
+    add_engine_flags(extract)
     add_settings_flags(extract)
 
     plot = commands.add_parser("map", help="Picture of an extract folder's embedding space (PCA and t-SNE).")
@@ -151,7 +152,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         extensions=tuple(e.strip().lstrip(".").lower() for e in args.extensions.split(",")),
         progress=args.progress,
     )
+    if args.engine == "ray":
+        from sonovec.server.ray_extract import RayOptions, run_ray_extract
+
+        ray_options = RayOptions(args.address, args.ray_cpus, args.actors, args.shard_files)
+        return run_ray_extract(settings, options, ray_options)
     return asyncio.run(run_extract(settings, options))
+
+
+def add_engine_flags(extract: argparse.ArgumentParser) -> None:
+    """``--engine ray``: the same extraction on a Ray cluster (docs/ray.md)."""
+    group = extract.add_argument_group("engine (docs/ray.md)")
+    group.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local: this process's batcher [default]; ray: a Ray cluster "
+                       "(pip install 'sonovec[ray]').")
+    group.add_argument("--address", default=None,
+                       help="Ray cluster address (ray://host:10001, auto) [a new local one].")
+    group.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray cluster [all].")
+    group.add_argument("--actors", type=int, default=1, help="Embedding actors, one model each [1].")
+    group.add_argument("--shard-files", type=int, default=64, help="Recordings per output shard [64].")
 
 
 def add_index_parser(commands: Any) -> None:
