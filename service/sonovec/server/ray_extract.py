@@ -171,7 +171,8 @@ def run_ray_extract(settings: Settings, options: ExtractOptions, ray_options: Ra
             if not shard_done(options.output, n, paths)]
     log.info("%d recordings in %d shards, %d to do", len(recordings), len(plan), len(todo))
     if todo:
-        if not ray.is_initialized():
+        started_here = not ray.is_initialized()
+        if started_here:
             local_cpus = None if ray_options.address else ray_options.num_cpus
             ray.init(address=ray_options.address, num_cpus=local_cpus, include_dashboard=False,
                      log_to_driver=False)
@@ -187,6 +188,8 @@ def run_ray_extract(settings: Settings, options: ExtractOptions, ray_options: Ra
             bar.update(1)
             log.debug("shard %s: %s done, %s failed", row["shard"], row["done"], row["failed"])
         bar.close()
+        if started_here:
+            ray.shutdown()
     return consolidate(options.output, plan)
 
 
