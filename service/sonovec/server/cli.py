@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(serve)
     _add_extract(commands)
     _add_map(commands)
+    add_index_parser(commands)
     check = commands.add_parser(
         "health",
         aliases=["probe"],
@@ -219,6 +220,7 @@ def _add_extract(commands: Any) -> None:
         default="npy",
         help="Also write the embeddings as sharded Parquet or safetensors (docs/extract.md, Formats).",
     )
+    add_engine_flags(extract)
     add_settings_flags(extract, EXTRACT_SETTINGS, EXTRACT_DEFAULTS, EXTRACT_HELP)
 
 
@@ -253,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] and argv[0] in HEALTH_COMMANDS:
         return _health(argv)
     args = build_parser().parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        return int(args.handler(args))
     if args.command == "map" and args.html is not None:
         from sonovec.server.map_html import write_map_html
 
@@ -293,7 +297,57 @@ def _extract(args: argparse.Namespace) -> int:
         progress=args.progress,
         format=args.format,
     )
+    if args.engine == "ray":
+        from sonovec.server.ray_extract import RayOptions, run_ray_extract
+
+        ray_options = RayOptions(args.address, args.ray_cpus, args.actors, args.shard_files)
+        return run_ray_extract(settings, options, ray_options)
     return asyncio.run(run_extract(settings, options))
+
+
+def add_engine_flags(extract: argparse.ArgumentParser) -> None:
+    """``--engine ray``: the same extraction on a Ray cluster (docs/ray.md)."""
+    group = extract.add_argument_group("engine (docs/ray.md)")
+    group.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local: this process's batcher [default]; ray: a Ray cluster "
+                       "(pip install 'sonovec[ray]').")
+    group.add_argument("--address", default=None,
+                       help="Ray cluster address (ray://host:10001, auto) [a new local one].")
+    group.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray cluster [all].")
+    group.add_argument("--actors", type=int, default=1, help="Embedding actors, one model each [1].")
+    group.add_argument("--shard-files", type=int, default=64, help="Recordings per output shard [64].")
+
+
+def add_index_parser(commands: Any) -> None:
+    """``sonovec index build``: extract folders -> a read-only on-disk IVF-PQ collection."""
+    index = commands.add_parser("index", help="Build large read-only collections offline (IVF-PQ on disk).")
+    actions = index.add_subparsers(dest="index_command", required=True)
+    build = actions.add_parser("build", help="Train, add shard by shard, merge lists on disk, register.")
+    build.add_argument("inputs", nargs="+", type=Path, help="Extract folders (one embedding space).")
+    build.add_argument("--name", required=True, help="The collection's name.")
+    build.add_argument("--data-dir", type=Path, default=None,
+                       help="The service's --data-dir; the index goes to DATA_DIR/indexes/NAME [./data].")
+    build.add_argument("--factory", default="OPQ32,IVF4096,PQ32",
+                       help="FAISS index_factory string of an IVF index [OPQ32,IVF4096,PQ32].")
+    build.add_argument("--train-size", type=int, default=200_000, help="Vectors sampled to train [200000].")
+    build.add_argument("--kmeans-iters", type=int, default=10, help="k-means iterations [10].")
+    build.add_argument("--shard-rows", type=int, default=1_000_000, help="Rows per added shard [1000000].")
+    build.add_argument("--workers", type=int, default=2, help="Processes adding shards in parallel [2].")
+    build.add_argument("--nprobe", type=int, default=32, help="The collection's default nprobe [32].")
+    build.add_argument("--rerank", type=int, default=30,
+                       help="Re-score k x RERANK candidates exactly from the stored vectors [30].")
+    build.add_argument("--no-progress", dest="progress", action="store_false", help="No progress bar.")
+    build.set_defaults(handler=_index_build)
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    _configure_logging("info")
+    from sonovec.server.collections.index_build import build, options_from
+
+    data_dir = args.data_dir or Settings.model_fields["data_dir"].default
+    root = Path(data_dir) / "indexes"
+    print(build(options_from(**{**vars(args), "inputs": tuple(args.inputs), "root": root})))
+    return 0
 
 
 def draw_map(folder: Path, png: Path, label_depth: int) -> int:

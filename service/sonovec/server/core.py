@@ -328,6 +328,9 @@ class Service:
         return await asyncio.to_thread(self._ingest, source, backend, field, digest)
 
     def _ingest(self, source: AudioSource, backend: Backend, field: str, digest: bool) -> Ingested:
+        return self.prepare(self._decode(source, backend, field), backend, digest=digest)
+
+    def _decode(self, source: AudioSource, backend: Backend, field: str) -> Recording:
         spec = backend.spec
         reserve = self._reserve_decoded()
         if source.array is not None:
@@ -354,6 +357,12 @@ class Service:
             )
         else:
             raise invalid("no audio given", field=field, allowed="encoded audio bytes, raw PCM, or samples")
+        return recording
+
+    def prepare(self, recording: Recording, backend: Backend, *, digest: bool = False) -> Ingested:
+        """A decoded recording cut into its windows (blocking: call it in a worker thread), with
+        the sha256 of its PCM when ``digest`` (embeddings' cache key)."""
+        spec = backend.spec
         windows = plan_windows(spec, recording.num_samples)
         items = [
             EncodeIn(np.ascontiguousarray(recording.samples[:, w.fed]), w.context // spec.hop_length)

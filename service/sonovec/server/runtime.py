@@ -165,6 +165,7 @@ class Runtime:
                 service,
                 store_for(settings),
                 max_recordings=settings.max_recordings,
+                indexes_dir=settings.data_dir / "indexes",
                 blobs=blobs_for(settings),
                 codec=service,
                 metrics=self.metrics,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,6 +27,7 @@ from sonovec.server.collections.classify import Probe
 from sonovec.server.collections.local import LocalStore
 from sonovec.server.collections.maps import ClusterOptions, ClusterResult, MapOptions, MapResult, Maps
 from sonovec.server.collections.options import ClassifyOptions, CreateOptions, ProbeOptions, SearchOptions
+from sonovec.server.collections.ondisk import DiskCollection, DiskCollections
 from sonovec.server.collections.spec import (
     Classification,
     CollectionInfo,
@@ -109,14 +111,16 @@ async def _all_or_none(calls: list[Coroutine[Any, Any, np.ndarray]]) -> list[np.
 
 class Collections:
     def __init__(
-        self, embedder: Embedder, store: Store, *, max_recordings: int, blobs: BlobStore | None = None,
-        codec: Codec | None = None, metrics: Metrics | None = None,
+        self, embedder: Embedder, store: Store, *, max_recordings: int, indexes_dir: Path | None = None,
+        blobs: BlobStore | None = None, codec: Codec | None = None, metrics: Metrics | None = None,
     ) -> None:
         self._embedder = embedder
         self._audio = KeptAudio(blobs, codec)
         self._maps = Maps(None if metrics is None else metrics.map_cache)
         self.store = store
         self._max_recordings = max_recordings
+        # read-only collections built by ``sonovec index build`` (ondisk.py); none without a folder
+        self.built = DiskCollections(indexes_dir)
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         self._training = asyncio.Semaphore(1)
@@ -133,6 +137,7 @@ class Collections:
         async with self._open_lock:
             if not self._opened:
                 await self.store.open()
+                await asyncio.to_thread(self.built.open, list(self.store.states))
                 self._opened = True
 
     async def close(self) -> None:
@@ -146,10 +151,20 @@ class Collections:
         self.store.check_available()
 
     async def _state(self, name: str) -> CollectionState:
+        """The collection; a built one (``DiskCollection``) answers the same read methods."""
         await self._ready()
-        state = self.store.states.get(name)
+        state: Any = self.store.states.get(name)
+        if state is None:
+            state = self.built.states.get(name)
         if state is None:
             raise not_found(f"collection {name!r} does not exist", field="collection")
+        return state
+
+    async def _writable(self, name: str) -> CollectionState:
+        state = await self._state(name)
+        if isinstance(state, DiskCollection):
+            raise SonovecError(ErrorKind.CONFLICT, f"collection {name!r} is read-only (built by "
+                               "sonovec index build); rebuild it to change it", field="collection")
         return state
 
     # ---- collections ----
@@ -159,6 +174,8 @@ class Collections:
         name is taken)."""
         await self.open()
         check_name(name)
+        if name in self.built.states:
+            raise SonovecError(ErrorKind.CONFLICT, f"collection {name!r} exists", field="name")
         options.check()
         model = self._embedder.model(options.model)
         self._audio.check_create(options, model.bandwidths)
@@ -176,7 +193,7 @@ class Collections:
         return dataclasses.replace(state.info, count=len(state))
 
     async def drop(self, name: str) -> None:
-        state = await self._state(name)
+        state = await self._writable(name)
         await self.store.drop(state)
         await self._audio.drop(state.info)
 
@@ -192,7 +209,7 @@ class Collections:
     ) -> list[str]:
         """Add or replace items (by id). Audio is embedded first; nothing is written unless every
         item is valid. Returns the ids once the write is durable."""
-        state = await self._state(name)
+        state = await self._writable(name)
         if not 1 <= len(items) <= MAX_ITEMS_PER_WRITE:
             raise invalid(f"{len(items)} items", field="items", allowed=f"1 to {MAX_ITEMS_PER_WRITE} items")
         audio_count = sum(item.audio is not None for item in items)
@@ -227,7 +244,7 @@ class Collections:
 
     async def delete(self, name: str, item_ids: Sequence[str]) -> int:
         """Delete items by id; returns how many existed."""
-        state = await self._state(name)
+        state = await self._writable(name)
         if not 1 <= len(item_ids) <= MAX_ITEMS_PER_WRITE:
             raise invalid(f"{len(item_ids)} ids", field="ids", allowed=f"1 to {MAX_ITEMS_PER_WRITE} ids")
         changed = await self.store.write(state, [Op("delete", check_lookup_id(i)) for i in item_ids])
@@ -298,7 +315,7 @@ class Collections:
         exactly one of ``classes``); stores it as the next version of ``probe``."""
         check_name(probe, "probe")
         options.check()
-        state = await self._state(name)
+        state = await self._writable(name)
         vectors, targets = await state.lock.run_read(lambda: state.labelled(options.classes))
         async with self._training:
             trained = await asyncio.to_thread(
@@ -310,13 +327,15 @@ class Collections:
 
     async def probes(self, name: str) -> list[ProbeInfo]:
         """Every stored probe version of the collection."""
-        await self._state(name)
+        if isinstance(await self._state(name), DiskCollection):
+            return []
         bodies = await self.store.load_probes(name)
         infos = [Probe.from_dict(body).info for body in bodies]
         return sorted(infos, key=lambda p: (p.name, p.version))
 
     async def _probe(self, state: CollectionState, probe: str, version: int | None) -> Probe:
-        bodies = [b for b in await self.store.load_probes(state.name) if b["name"] == probe]
+        stored = [] if isinstance(state, DiskCollection) else await self.store.load_probes(state.name)
+        bodies = [b for b in stored if b["name"] == probe]
         if version is not None:
             bodies = [b for b in bodies if b["version"] == version]
         if not bodies:
@@ -382,4 +401,5 @@ class Collections:
     async def list(self) -> list[CollectionInfo]:
         """Every collection, by name."""
         await self._ready()
-        return [dataclasses.replace(s.info, count=len(s)) for _, s in sorted(self.store.states.items())]
+        every: dict[str, Any] = {**self.built.states, **self.store.states}
+        return [dataclasses.replace(s.info, count=len(s)) for _, s in sorted(every.items())]
