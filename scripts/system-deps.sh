@@ -6,9 +6,9 @@ set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
-command -v npm >/dev/null || missing+=(npm)
-command -v chromium >/dev/null || missing+=(chromium)
-command -v chromedriver >/dev/null || missing+=(chromium-driver)  # helm for the chart checks comes from an npm package
+command -v npm >/dev/null || missing+=(npm)  # helm for the chart checks comes from an npm package
+command -v chromium >/dev/null || missing+=(chromium)  # the explorer's browser tests (headless)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
