@@ -150,6 +150,14 @@ class Backend(Protocol):
         """``[B, K, F]`` codes and ``[B]`` scales -> audio ``[B, C, F * hop]`` float32."""
         ...
 
+    def decode_latents(self, latents: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """``[B, D, F]`` continuous latents and ``[B]`` scales -> audio ``[B, C, F * hop]`` float32:
+        the decoder alone, the quantizer skipped (the latent lab; ``decode`` = quantizer lookup + this).
+
+        48 kHz: the output is multiplied by each window's scale, as ``decode`` does (the latents of
+        a normalised window decode to unit-RMS audio; its scale restores the level)."""
+        ...
+
 
 @dataclass
 class BackendOptions:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from sonovec.server.errors import HTTP_STATUS, ErrorKind, SonovecError
 from sonovec.server.http.deps import require_api_key
 from sonovec.server.http.disconnect import CancelOnDisconnect
-from sonovec.server.http.routers import classify, codec, collections, embed, health, models, similarity
+from sonovec.server.http.routers import classify, codec, collections, embed, health, lab, models, similarity
 from sonovec.server.metrics import Metrics
 from sonovec.server.runtime import Runtime
 from sonovec.server.settings import Settings
@@ -37,7 +37,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
 
     auth = [Depends(require_api_key)]
-    routers = (embed, codec, similarity, models, collections, classify)
+    routers = (embed, codec, similarity, models, collections, classify, lab)
     for router in (r.router for r in routers):
         app.include_router(router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
