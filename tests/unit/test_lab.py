@@ -236,3 +236,24 @@ async def test_rest_bad_input_is_a_clear_422(
     reply = await lab_rest.post(path, json=body)
     assert reply.status_code == 422, reply.text
     assert reply.json()["error"]["field"].startswith(field)
+
+
+async def test_rest_sensitivity_ablation_statistics(lab_rest: httpx.AsyncClient, tmp_path: Path) -> None:
+    x = wav(noise(0.5, 0.2, 30))
+    reply = await lab_rest.post(
+        "/v1/lab/sensitivity",
+        files={"input": x},
+        data={"options": '{"dims": [0, 5, 9], "k": 1.5, "listen": 1}'},
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert [row["dim"] for row in body["table"]["rows"]] == [0, 5, 9] and len(body["listen"]) == 1
+    (tmp_path / "sensitivity.png").write_bytes(base64.b64decode(body["png"]))
+    ablation = await lab_rest.post("/v1/lab/ablation", files={"input": x}, data={"mode": "mean"})
+    assert ablation.status_code == 200 and len(ablation.json()["table"]["rows"]) == 128
+    stats = await lab_rest.post(
+        "/v1/lab/statistics", json={"inputs": [{"data": base64.b64encode(x).decode()}] * 2}
+    )
+    assert stats.status_code == 200 and stats.json()["table"]["num_frames"] == 2 * 75
+    bad = await lab_rest.post("/v1/lab/ablation", files={"input": x}, data={"mode": "half"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "mode"

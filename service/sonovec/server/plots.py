@@ -77,3 +77,46 @@ def embedding_map_png(vectors: np.ndarray, labels: Sequence[str], title: str = "
         axes[0][-1].legend(loc="best", fontsize=8, markerscale=1.5)
     fig.suptitle(title or f"{len(vectors)} recordings, {len(names)} labels")
     return _png(fig)
+
+
+def matrix_png(
+    values: np.ndarray, rows: Sequence[str], columns: Sequence[str], title: str, ranked: Sequence[int] = ()
+) -> bytes:
+    """A ``[R, C]`` table of values in [-1, 1] as a heat map (the latent lab's dimension x
+    descriptor sensitivity), with the ``ranked`` rows listed beside it."""
+    plt = _pyplot()
+    height = min(24.0, 2.0 + 0.12 * len(rows))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(columns), height))
+    image = ax.imshow(values, cmap="coolwarm", vmin=-1.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(columns)), list(columns), rotation=45, ha="right")
+    step = max(1, len(rows) // 40)
+    ax.set_yticks(range(0, len(rows), step), list(rows)[::step], fontsize=7)
+    ax.set_ylabel("latent dimension")
+    fig.colorbar(image, ax=ax, label="effect (scaled per column)")
+    if ranked:
+        ax.set_title(f"{title}\nmost influential: {', '.join(map(str, ranked))}", fontsize=9)
+    else:
+        ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def space_statistics_png(
+    std: np.ndarray, correlation: np.ndarray, explained: np.ndarray, title: str
+) -> bytes:
+    """Per-dimension std, the correlation matrix and PCA explained variance, side by side."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    axes[0].bar(range(len(std)), std, width=1.0)
+    axes[0].set_xlabel("dimension")
+    axes[0].set_ylabel("std over frames")
+    image = axes[1].imshow(correlation, cmap="coolwarm", vmin=-1, vmax=1, interpolation="nearest")
+    axes[1].set_title("correlation between dimensions")
+    fig.colorbar(image, ax=axes[1])
+    cumulative = np.cumsum(explained)
+    axes[2].plot(np.arange(1, len(explained) + 1), cumulative, marker=".")
+    axes[2].axhline(0.9, color="grey", linestyle=":")
+    axes[2].set_xlabel("principal components")
+    axes[2].set_ylabel("cumulative explained variance")
+    axes[2].set_ylim(0, 1.02)
+    fig.suptitle(title)
+    return _png(fig)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
@@ -146,3 +146,39 @@ class LabResponse(BaseModel):
 class PathResponse(BaseModel):
     steps: list[LabResponse]
     t: list[float]
+
+
+class SensitivityRequest(Strict):
+    input: Input
+    reference: list[Input] = Field(
+        default_factory=list, description="Recordings (or latents) whose frames give each dimension's std."
+    )
+    dims: list[int] | None = Field(None, description="Dimensions to perturb; all when omitted.")
+    k: float = Field(2.0, description="Perturbation, in standard deviations of each dimension.")
+    listen: int = Field(3, ge=0, le=16, description="Decoded +k WAVs for this many top-ranked dimensions.")
+    model: str | None = None
+    bandwidth: float | None = None
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class AblationRequest(Strict):
+    input: Input
+    mode: str = Field("zero", description="zero: set each dimension to 0; mean: to its mean over frames.")
+    dims: list[int] | None = None
+    model: str | None = None
+    bandwidth: float | None = None
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class StatisticsRequest(Strict):
+    inputs: list[Input]
+    model: str | None = None
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class AnalysisResponse(BaseModel):
+    table: dict[str, Any] = Field(description="The measurements (see docs/lab.md for the fields).")
+    png: str = Field(description="Base64 PNG: the heat map (sensitivity), or the statistics panels.")
+    listen: dict[str, str] = Field(
+        default_factory=dict, description="Dimension -> base64 WAV of its +k decode."
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -11,6 +12,8 @@ from pydantic import BaseModel
 
 from sonovec.server.http.deps import ServiceDep, body
 from sonovec.server.http.lab_schemas import (
+    AblationRequest,
+    AnalysisResponse,
     DecodeLatentsRequest,
     InterpolateRequest,
     LabResponse,
@@ -21,12 +24,15 @@ from sonovec.server.http.lab_schemas import (
     OffsetRequest,
     PathRequest,
     PathResponse,
+    SensitivityRequest,
+    StatisticsRequest,
     StyleRequest,
     to_input,
 )
 from sonovec.server.http.routers._docs import ERRORS, request_body
 from sonovec.server.http.schemas import ModelOut
 from sonovec.server.lab import Lab, LabOptions, LatentsIn
+from sonovec.server.lab_analysis import Analysis, SensitivityOptions, b64
 
 router = APIRouter(prefix="/lab", tags=["lab"])
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,3 +105,42 @@ async def style(
     """Content's frames moved to style's per-dimension frame mean and std."""
     content, style_ = to_input(req.content, "content"), to_input(req.style, "style")
     return LabResponse.of(await Lab(service).style(content, style_, req.amount, req.options()), req.subtype)
+
+
+@_post("/sensitivity", SensitivityRequest, AnalysisResponse)
+async def sensitivity(
+    service: ServiceDep,
+    req: Annotated[SensitivityRequest, Depends(body(SensitivityRequest, ("input", "reference")))],
+) -> AnalysisResponse:
+    """Each dimension moved by +-k std, decoded and measured: table, heat map, ranked, listen."""
+    reference = [to_input(x, f"reference[{i}]") for i, x in enumerate(req.reference)]
+    options = SensitivityOptions(req.dims, req.k, req.listen)
+    lab_options = LabOptions(req.model, req.bandwidth, req.timeout_s)
+    result = await Analysis(Lab(service)).sensitivity(
+        to_input(req.input, "input"), reference, options, lab_options
+    )
+    png = await asyncio.to_thread(result.heatmap_png)
+    listen = {str(d): b64(wav) for d, wav in result.listen.items()}
+    return AnalysisResponse(table=result.table(), png=b64(png), listen=listen)
+
+
+@_post("/ablation", AblationRequest, AnalysisResponse)
+async def ablation(
+    service: ServiceDep, req: Annotated[AblationRequest, Depends(body(AblationRequest, ("input",)))]
+) -> AnalysisResponse:
+    """Each dimension zeroed (or set to its mean), decoded, compared with the unablated decode."""
+    lab_options = LabOptions(req.model, req.bandwidth, req.timeout_s)
+    result = await Analysis(Lab(service)).ablation(
+        to_input(req.input, "input"), req.mode, req.dims, lab_options
+    )
+    return AnalysisResponse(table=result.table(), png="")
+
+
+@_post("/statistics", StatisticsRequest, AnalysisResponse)
+async def statistics(
+    service: ServiceDep, req: Annotated[StatisticsRequest, Depends(body(StatisticsRequest, ("inputs",)))]
+) -> AnalysisResponse:
+    """Per-dimension mean/std/range, correlation and PCA explained variance of a set's frames."""
+    inputs = [to_input(x, f"inputs[{i}]") for i, x in enumerate(req.inputs)]
+    stats = await Analysis(Lab(service)).statistics(inputs, LabOptions(req.model, None, req.timeout_s))
+    return AnalysisResponse(table=stats.table(), png=b64(await asyncio.to_thread(stats.png)))
