@@ -43,6 +43,7 @@ class ModelSpec:
     context: int = 0  # left-context samples fed before each chunk but the first (24 kHz)
     normalize: bool = False  # each window divided by its own RMS scale (48 kHz)
     segmented: bool = False  # codes are per window and decoded with overlap-add (48 kHz)
+    decodes: bool = True  # has a decoder (False: the feature baselines, encode only)
 
     @property
     def frame_rate(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sonovec.models.base import Backend, BackendOptions, ModelSpec
+from sonovec.models.features import FEATURE_SPECS
 
 HOP = 320  # both EnCodec encoders downsample by 8 * 5 * 4 * 2
 
@@ -34,6 +35,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     ),
 }
 
+MODEL_SPECS.update(FEATURE_SPECS)  # log-mel, MFCC, chroma: baselines, whatever --backend says
+
 BACKEND_KINDS = ("torch", "onnx", "fake")
 
 
@@ -47,6 +50,10 @@ def get_spec(model: str) -> ModelSpec:
 def load_backend(kind: str, options: BackendOptions) -> Backend:
     """Build the backend ``kind`` for ``options.model``. Heavy imports happen only here."""
     spec = get_spec(options.model)
+    if spec.name in FEATURE_SPECS:  # librosa on the CPU, for every backend kind
+        from sonovec.models.features import FeaturesBackend
+
+        return FeaturesBackend(spec)
     if kind == "fake":
         from sonovec.models.fake import FakeBackend
 

@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Label each recording by its first N folder names (e.g. the composer folder).",
     )
 
+    add_compare_parser(commands)
+
     probe = commands.add_parser(
         "probe", help="Exit 0 when the service is ready (container health check).", add_help=False
     )
@@ -118,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "run", None) is not None:  # subcommands that carry their own runner
+        return int(args.run(args))
     if args.command == "probe":
         from sonovec.server.probe import main as probe_main
 
@@ -148,6 +152,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=args.progress,
     )
     return asyncio.run(run_extract(settings, options))
+
+
+def add_compare_parser(commands: Any) -> None:
+    """``sonovec compare FOLDER``: learned embeddings against feature baselines (compare.py)."""
+    compare = commands.add_parser(
+        "compare", help="Linear probe, kNN, confusion and maps per model on a labelled folder."
+    )
+    compare.add_argument("folder", type=Path, help="Recordings under FOLDER/<label>/... (label: level 1).")
+    compare.add_argument("--output", type=Path, default=None, help="Report folder [FOLDER/compare].")
+    compare.add_argument("--pooling", choices=["mean", "mean_std"], default="mean_std")
+    compare.add_argument("--folds", type=int, default=5, help="Stratified folds of the linear probe.")
+    compare.add_argument("--repeats", type=int, default=3, help="Repeats of the k-fold, reshuffled.")
+    compare.add_argument("--neighbours", type=int, default=5, help="k of the kNN accuracy.")
+    add_settings_flags(compare)
+
+    def run(args: argparse.Namespace) -> int:
+        from sonovec.server.compare import DEFAULT_MODELS, CompareOptions, run_compare
+
+        # --models: the models compared (default: EnCodec 48 kHz and the three feature baselines)
+        settings = settings_from(args, grpc_port=0, max_wait_ms=20.0, models=list(DEFAULT_MODELS))
+        _configure_logging(settings.log_level)
+        options = CompareOptions(
+            folder=args.folder, output=args.output or args.folder / "compare",
+            models=tuple(settings.models),
+            pooling=args.pooling, folds=args.folds, repeats=args.repeats, neighbours=args.neighbours,
+        )
+        return asyncio.run(run_compare(settings, options))
+
+    compare.set_defaults(run=run)
 
 
 def draw_map(folder: Path, png: Path, label_depth: int) -> int:

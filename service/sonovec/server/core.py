@@ -508,6 +508,8 @@ class Service:
         segment (48 kHz; None: 1.0 each, i.e. every segment at the level of normalised input)."""
         backend = self.backend(model)
         spec = backend.spec
+        if not spec.decodes:
+            raise invalid(f"{spec.name} has no decoder", field="model", allowed="an EnCodec model")
         geometry = check_latents(spec, frames, scales, num_samples, self.settings.max_audio_seconds, field)
         if bandwidth is not None and bandwidth not in spec.bandwidths:
             raise invalid(
