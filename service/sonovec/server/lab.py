@@ -36,6 +36,11 @@ from sonovec.server.core import (
 from sonovec.server.errors import invalid
 
 MAX_PATH_STEPS = 32
+# Defaults of both transports' requests (REST fields, gRPC fields when absent).
+DEFAULT_T = 0.5
+DEFAULT_STEPS = 5
+DEFAULT_ALPHA = 1.0
+DEFAULT_AMOUNT = 1.0
 
 
 @dataclass(frozen=True)

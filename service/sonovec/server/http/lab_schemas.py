@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from sonovec.server import core, lab
 from sonovec.server.http.schemas import AudioIn, ModelOut, Strict
+from sonovec.server.lab_analysis import SensitivityOptions
 
 
 class LatentsIn(Strict):
@@ -84,13 +85,15 @@ class DecodeLatentsRequest(LabRequest):
 class InterpolateRequest(LabRequest):
     a: Input
     b: Input
-    t: float = Field(0.5, description="0: a, 1: b.")
+    t: float = Field(lab.DEFAULT_T, description="0: a, 1: b.")
 
 
 class PathRequest(LabRequest):
     a: Input
     b: Input
-    steps: int = Field(5, description=f"Interpolations from t = 0 to t = 1, 2 to {lab.MAX_PATH_STEPS}.")
+    steps: int = Field(
+        lab.DEFAULT_STEPS, description=f"Interpolations from t = 0 to t = 1, 2 to {lab.MAX_PATH_STEPS}."
+    )
 
 
 class MixRequest(LabRequest):
@@ -102,13 +105,15 @@ class OffsetRequest(LabRequest):
     a: Input
     b: Input
     c: Input
-    alpha: float = Field(1.0, description="c + alpha (mean a - mean b).")
+    alpha: float = Field(lab.DEFAULT_ALPHA, description="c + alpha (mean a - mean b).")
 
 
 class StyleRequest(LabRequest):
     content: Input
     style: Input
-    amount: float = Field(1.0, description="0: content unchanged, 1: style's frame statistics.")
+    amount: float = Field(
+        lab.DEFAULT_AMOUNT, description="0: content unchanged, 1: style's frame statistics."
+    )
 
 
 class LatentsOut(BaseModel):
@@ -154,8 +159,15 @@ class SensitivityRequest(Strict):
         default_factory=list, description="Recordings (or latents) whose frames give each dimension's std."
     )
     dims: list[int] | None = Field(None, description="Dimensions to perturb; all when omitted.")
-    k: float = Field(2.0, description="Perturbation, in standard deviations of each dimension.")
-    listen: int = Field(3, ge=0, le=16, description="Decoded +k WAVs for this many top-ranked dimensions.")
+    k: float = Field(
+        SensitivityOptions.k, description="Perturbation, in standard deviations of each dimension."
+    )
+    listen: int = Field(
+        SensitivityOptions.listen,
+        ge=0,
+        le=16,
+        description="Decoded +k WAVs for this many top-ranked dimensions.",
+    )
     model: str | None = None
     bandwidth: float | None = None
     timeout_s: float | None = Field(None, gt=0)
