@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from sonovec.server import core, lab
-from sonovec.server.http.schemas import AudioIn, ModelOut, Strict
+from sonovec.server.http.schemas import AudioIn, ModelOut, Strict, _model_name
 from sonovec.server.lab_analysis import SensitivityOptions
 
 
@@ -60,8 +60,12 @@ def to_input(value: LabInputIn | AudioIn, field: str) -> lab.LabInput:
     return lab.LatentsIn(np.asarray(given.frames, np.float32), given.scales, given.num_samples)
 
 
+# A model name, or the ``model`` object of a lab reply (so /v1/lab/latents' reply decodes as it is).
+ModelName = Annotated[str | None, BeforeValidator(_model_name)]
+
+
 class LabRequest(Strict):
-    model: str | None = Field(None, description="Model name; the server's default when omitted.")
+    model: ModelName = Field(None, description="Model name; the server's default when omitted.")
     bandwidth: float | None = Field(
         None, description="Re-quantize at this bandwidth (kbps) before decoding; none: skip the quantizer."
     )
