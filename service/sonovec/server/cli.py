@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="Label each recording by its first N folder names (e.g. the composer folder).",
     )
+    plot.add_argument("--pca", type=int, default=50, help="PCA components before t-SNE / UMAP.")
+    plot.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity [min(30, (N-1)/3)].")
+    plot.add_argument("--method", choices=["tsne", "umap"], default="tsne", help="umap needs umap-learn.")
 
     add_compare_parser(commands)
 
@@ -127,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return probe_main(args.probe_args)
     if args.command == "map":
-        return draw_map(args.folder, args.png or args.folder / "map.png", args.label_depth)
+        shape = {"pca_components": args.pca, "perplexity": args.perplexity, "method": args.method}
+        return draw_map(args.folder, args.png or args.folder / "map.png", args.label_depth, **shape)
     if args.command == "serve":
         settings = settings_from(args)
         _configure_logging(settings.log_level)
@@ -183,7 +187,7 @@ def add_compare_parser(commands: Any) -> None:
     compare.set_defaults(run=run)
 
 
-def draw_map(folder: Path, png: Path, label_depth: int) -> int:
+def draw_map(folder: Path, png: Path, label_depth: int, **map_options: Any) -> int:
     import json
 
     import numpy as np
@@ -199,7 +203,7 @@ def draw_map(folder: Path, png: Path, label_depth: int) -> int:
     title = f"{len(vectors)} recordings, {model['model']}, {model['pooling']} pooling"
     if not model["pretrained"]:
         title += " (RANDOM-INIT WEIGHTS)"
-    png.write_bytes(embedding_map_png(vectors, labels, title))
+    png.write_bytes(embedding_map_png(vectors, labels, title, **map_options))
     print(png)
     return 0
 

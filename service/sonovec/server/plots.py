@@ -50,33 +50,77 @@ def similarity_png(matrix: np.ndarray, starts_s: np.ndarray | None = None, title
     return _png(fig)
 
 
-def embedding_map_png(vectors: np.ndarray, labels: Sequence[str], title: str = "", seed: int = 0) -> bytes:
-    """PCA and t-SNE of ``[N, D]`` vectors side by side, coloured by label."""
+MARKERS = "os^Dvp*hX<>P8"
+
+
+def embedding_map_png(
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    title: str = "",
+    seed: int = 0,
+    *,
+    pca_components: int = 50,
+    perplexity: float | None = None,
+    method: str = "tsne",
+) -> bytes:
+    """PCA and a neighbour map of ``[N, D]`` vectors side by side, coloured by label.
+
+    The neighbour map follows the MAESTRO study's protocol: PCA to ``pca_components`` first, then
+    t-SNE (``perplexity``; default min(30, (N - 1) / 3)) or UMAP (``method="umap"``, needs the
+    ``umap-learn`` package). Labels beyond 10 cycle colours *and* markers, so 20+ labels stay distinct;
+    the legend is drawn beside the maps whatever the count (in columns beyond 25)."""
     from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
 
     plt = _pyplot()
     pca = PCA(n_components=2, random_state=seed).fit(vectors)
     maps = {"PCA (%.0f%% of variance)" % (100 * pca.explained_variance_ratio_.sum()): pca.transform(vectors)}
     if len(vectors) >= 5:
-        perplexity = float(min(30, max(2, (len(vectors) - 1) // 3)))
-        maps["t-SNE"] = TSNE(
-            n_components=2, perplexity=perplexity, random_state=seed, init="pca"
-        ).fit_transform(vectors)
+        name, points = _neighbour_map(vectors, seed, pca_components, perplexity, method)
+        maps[name] = points
     fig, axes = plt.subplots(1, len(maps), figsize=(6 * len(maps), 5), squeeze=False)
     names = sorted(set(labels))
-    colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    colours = plt.get_cmap("tab10")
     for ax, (name, points) in zip(axes[0], maps.items(), strict=True):
         for i, label in enumerate(names):
             mask = np.asarray([lab == label for lab in labels])
-            ax.scatter(points[mask, 0], points[mask, 1], s=14, color=colours(i % colours.N), label=label)
+            ax.scatter(
+                points[mask, 0],
+                points[mask, 1],
+                s=14,
+                color=colours(i % 10),
+                marker=MARKERS[(i // 10) % len(MARKERS)],
+                label=label,
+            )
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
-    if len(names) <= 20:
-        axes[0][-1].legend(loc="best", fontsize=8, markerscale=1.5)
+    columns = 1 + len(names) // 25
+    axes[0][-1].legend(
+        loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, ncol=columns, markerscale=1.3
+    )
     fig.suptitle(title or f"{len(vectors)} recordings, {len(names)} labels")
     return _png(fig)
+
+
+def _neighbour_map(
+    vectors: np.ndarray, seed: int, pca_components: int, perplexity: float | None, method: str
+) -> tuple[str, np.ndarray]:
+    from sklearn.decomposition import PCA
+
+    components = max(2, min(pca_components, vectors.shape[1], len(vectors) - 1))
+    reduced = PCA(n_components=components, random_state=seed).fit_transform(vectors)
+    if method == "umap":
+        import umap  # optional: pip install umap-learn
+
+        return f"UMAP of PCA-{components}", umap.UMAP(random_state=seed).fit_transform(reduced)
+    if method != "tsne":
+        raise ValueError(f"unknown map method {method!r}: tsne or umap")
+    from sklearn.manifold import TSNE
+
+    chosen = perplexity if perplexity is not None else min(30.0, max(2.0, (len(vectors) - 1) / 3))
+    chosen = float(min(chosen, len(vectors) - 1))
+    points = TSNE(n_components=2, perplexity=chosen, random_state=seed, init="pca").fit_transform(reduced)
+    return f"t-SNE of PCA-{components} (perplexity {chosen:g})", points
 
 
 def matrix_png(
