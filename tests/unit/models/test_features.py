@@ -55,3 +55,29 @@ async def test_features_have_no_codes_and_no_decoder(make_runtime: Callable[...,
     with pytest.raises(SonovecError) as caught:
         await service.decode_latents(np.zeros((10, 60), np.float32), None, model="mfcc")
     assert caught.value.field == "model"
+
+
+async def test_feature_collections_are_their_own_spaces(make_runtime: Callable[..., Runtime]) -> None:
+    from sonovec.server.collections.options import CreateOptions
+    from sonovec.server.collections.spec import NewItem, SpaceClaim
+
+    runtime = make_runtime(models=["encodec_48khz", "mfcc"])
+    collections = runtime.collections
+    await collections.create("timbre-mfcc", CreateOptions(model="mfcc", pooling="mean_std"))
+    rng = np.random.default_rng(2)
+    sine = np.sin(np.arange(RATE) * 2 * np.pi * 440 / RATE)[None].astype(np.float32) * 0.3
+    noisy = (rng.standard_normal((1, RATE)) * 0.3).astype(np.float32)
+    items = [
+        NewItem("sine", audio=AudioSource(array=sine, sample_rate=RATE)),
+        NewItem("noise", audio=AudioSource(array=noisy, sample_rate=RATE)),
+    ]
+    await collections.upsert("timbre-mfcc", items)
+    info = await collections.info("timbre-mfcc")
+    assert info.space.model == "mfcc" and info.space.dim == 120
+    with pytest.raises(SonovecError) as caught:  # an EnCodec vector does not go into an MFCC space
+        await collections.upsert(
+            "timbre-mfcc",
+            [NewItem("x", vector=np.ones(128, np.float32))],
+            space=SpaceClaim(model="encodec_48khz"),
+        )
+    assert caught.value.kind.value in ("conflict", "invalid_argument")
