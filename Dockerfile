@@ -123,7 +123,7 @@ EXPOSE 8000 50051 9090
 
 # Model load and warm-up take a while on CPU: start-period covers it.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
-    CMD ["python", "-m", "sonovec.server.probe"]
+    CMD ["sonovec", "health"]
 
 ENTRYPOINT ["sonovec"]
 CMD ["serve"]

@@ -122,7 +122,7 @@ SMOKE_SCRIPT = \
   stop() { kill $$1 2>/dev/null; sleep 1; kill -9 $$1 2>/dev/null; wait $$1 2>/dev/null; }; \
   SONOVEC_WEIGHTS=random sonovec serve >/tmp/refused.log 2>&1 & pid=$$!; \
   for i in $$(seq 1 20); do \
-    if python -m sonovec.server.probe 2>/dev/null; then \
+    if sonovec health 2>/dev/null; then \
       echo "image-smoke: FAILED: ready on random weights although the image forbids them" >&2; stop $$pid; exit 1; \
     fi; \
     kill -0 $$pid 2>/dev/null || break; sleep 1; \
@@ -131,12 +131,12 @@ SMOKE_SCRIPT = \
   echo "image-smoke: random weights not served; the server said: $$(grep -v "^INFO" /tmp/refused.log | tail -n1)"; \
   SONOVEC_WEIGHTS=random SONOVEC_ALLOW_RANDOM_WEIGHTS=true sonovec serve & pid=$$!; ok=; \
   for i in $$(seq 1 90); do \
-    if python -m sonovec.server.probe -v; then ok=1; break; fi; \
+    if sonovec health -v; then ok=1; break; fi; \
     kill -0 $$pid 2>/dev/null || break; sleep 1; \
   done; \
   if [ -n "$$ok" ]; then \
-    python -m sonovec.server.probe --live -v && \
-    python -m sonovec.server.probe -v --url http://127.0.0.1:$(SMOKE_METRICS_PORT)/metrics && \
+    sonovec health --live -v && \
+    sonovec health -v --url http://127.0.0.1:$(SMOKE_METRICS_PORT)/metrics && \
     python -c "$(SMOKE_GRPC_AND_METRICS)" || ok=; \
   fi; \
   stop $$pid; \

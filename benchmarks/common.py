@@ -234,10 +234,10 @@ class Variant:
         for part in parts:
             if part[:1] == "w" and part[1:].isdigit():
                 workers = int(part[1:])
-            elif part in ("fp32", "bf16", "fp16"):
+            elif part in ("fp32", "bf16", "fp16", "int8"):
                 precision = part
             else:
-                raise ValueError(f"{name!r}: expected BACKEND[-fp32|bf16|fp16][-wN], e.g. torch-bf16-w2")
+                raise ValueError(f"{name!r}: expected BACKEND[-fp32|bf16|fp16|int8][-wN], e.g. torch-bf16-w2")
         return cls(name, backend, precision, workers)
 
     def serve_args(self) -> list[str]:

@@ -1,4 +1,7 @@
-"""Build hook: generate ``sonovec.v1`` (messages, stubs, type stubs) from the proto contract.
+"""Build hook: generate ``sonovec.v1`` (messages, stubs, type stubs) from the proto contract, and
+``sonovec.inference`` from the Open Inference Protocol's ``proto/inference`` (package ``inference``:
+its Python modules live under ``sonovec.`` so that they cannot collide with another distribution's
+top-level ``inference`` package).
 
 The ``.proto`` files live once, in ``../proto`` (an sdist carries a copy in ``_proto``). The code is
 generated into ``sonovec/v1`` of this source tree (git-ignored) before packages are collected, so a
@@ -8,6 +11,7 @@ wheel (``pip install ./client``) and an editable install (``pip install -e ./cli
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from setuptools import Command, setup
@@ -17,6 +21,7 @@ from setuptools.command.sdist import sdist
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE / "sonovec" / "v1"
+INFERENCE = HERE / "sonovec" / "inference"
 
 
 def proto_root() -> Path:
@@ -58,7 +63,29 @@ def generate() -> None:
         raise RuntimeError(f"protoc failed on {protos}")
     (PACKAGE / "__init__.py").write_text('"""Generated from proto/sonovec/v1 by the build; do not edit."""\n')
     (PACKAGE / "py.typed").write_text("")
+    _generate_inference(protoc, root, well_known)
     _generated = True
+
+
+def _generate_inference(protoc: object, root: Path, well_known: Path) -> None:
+    """proto/inference/*.proto -> sonovec/inference/*_pb2*.py: the files are laid under
+    ``sonovec/inference/`` in a scratch include root, so the generated imports are
+    ``sonovec.inference.*`` while the protobuf package stays ``inference`` (what the protocol's
+    clients call)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch) / "sonovec" / "inference"
+        tree.mkdir(parents=True)
+        for proto in (root / "inference").glob("*.proto"):
+            shutil.copy(proto, tree / proto.name)
+        protos = sorted(str(p.relative_to(scratch)) for p in tree.glob("*.proto"))
+        INFERENCE.mkdir(parents=True, exist_ok=True)
+        out = str(HERE)
+        args = ["protoc", f"-I{scratch}", f"-I{well_known}", f"--python_out={out}", f"--pyi_out={out}"]
+        if protoc.main([*args, f"--grpc_python_out={out}", *protos]) != 0:  # type: ignore[attr-defined]
+            raise RuntimeError(f"protoc failed on {protos}")
+    note = '"""Generated from proto/inference (the Open Inference Protocol) by the build; do not edit."""\n'
+    (INFERENCE / "__init__.py").write_text(note)
+    (INFERENCE / "py.typed").write_text("")
 
 
 class GenerateProto(Command):

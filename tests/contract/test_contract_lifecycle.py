@@ -95,12 +95,13 @@ def test_probe_prints_health_and_services(server: ServerProcess) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].endswith("(server): SERVING") and lines[1] == "health sonovec.v1.Sonovec: SERVING"
-    assert "reflection: 3 services" in lines
+    assert "reflection: 4 services" in lines
     listed = {line.split(":")[0].strip(): line for line in lines if line.startswith("  ")}
     assert set(listed) == {
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         "sonovec.v1.Sonovec",
+        "inference.GRPCInferenceService",  # the Open Inference Protocol
     }
     assert "Embed, EmbedStream, EmbedMany, Encode, Decode" in listed["sonovec.v1.Sonovec"]
     refused = subprocess.run(

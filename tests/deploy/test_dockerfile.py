@@ -110,9 +110,10 @@ def test_ports_match_settings_and_chart(deploy_tools: DeployTools) -> None:
     assert exposed == set(ports.values())
 
 
-def test_healthcheck_uses_the_shipped_probe() -> None:
+def test_healthcheck_uses_the_shipped_health_command() -> None:
     (healthcheck,) = [args for word, args in _runtime() if word == "HEALTHCHECK"]
-    assert "sonovec.server.probe" in healthcheck or "sonovec probe" in healthcheck.replace('", "', " ")
+    command = healthcheck.replace('", "', " ")
+    assert "sonovec.server.health" in command or "sonovec health" in command
 
 
 def test_dependencies_install_before_the_code() -> None:

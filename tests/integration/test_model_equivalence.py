@@ -36,6 +36,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Service:
         max_wait_ms=30.0,
         max_batch_seconds=8.0,
         cache_entries=0,
+        max_queue_wait_s=3600.0,  # every file is queued at once on a slow CPU: not an admission test
     )
     runtime = Runtime(settings).start_sync()
     yield runtime.service

@@ -320,7 +320,7 @@ async def test_torn_tail_and_ops_already_in_the_snapshot(runtime: Runtime, tmp_p
         assert info.count == 30  # no duplicates, nothing lost
         hits = (await after.search("c", Query(vector=rows[25]), SearchOptions(k=30))).hits
         assert len({h.id for h in hits}) == len(hits) == 30
-        assert wal.stat().st_size == len(logged) + len(tail)  # the torn record was cut off
+        assert wal.stat().st_size == 0  # the torn record cut off, the replayed log compacted (issue 10)
         await after.upsert("c", [NewItem("new", rows[0])])  # and the log goes on cleanly
     finally:
         await after.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -43,6 +44,7 @@ class ModelSpec:
     context: int = 0  # left-context samples fed before each chunk but the first (24 kHz)
     normalize: bool = False  # each window divided by its own RMS scale (48 kHz)
     segmented: bool = False  # codes are per window and decoded with overlap-add (48 kHz)
+    causal: bool = False  # each frame depends only on the samples before it (24 kHz): right-padding is exact
     decodes: bool = True  # has a decoder (False: the feature baselines, encode only)
 
     @property
@@ -95,6 +97,55 @@ def plan_windows(spec: ModelSpec, num_samples: int) -> list[Window]:
     return windows
 
 
+MIN_PADDED_FRAMES = 8  # shorter causal windows run unpadded (see tail_groups)
+PADDED_FILL = 0.75  # a right-padded group's shortest window has at least this share of its frames
+
+
+def tail_groups(spec: ModelSpec, frames: Sequence[int]) -> list[tuple[list[int], int]]:
+    """Windows (by their latent frame counts) that may share one call of the model's frame-rate
+    layers (LSTM and last conv), as ``(indices, frames of the call)``.
+
+    Non-causal (48 kHz): only equal lengths; a window padded with zeros changes in every frame.
+    Causal (24 kHz): frame ``f`` depends only on frames ``<= f``, so a window right-padded to a
+    longer call equals the window alone in its own frames, which are kept; the rest are dropped.
+    Lengths are grouped longest first, each group taking windows down to ``PADDED_FILL`` of its
+    longest, so every call is at least that full. Windows under ``MIN_PADDED_FRAMES`` frames stay
+    unpadded: the last conv's reflect padding (6 frames) would read the padding there::
+
+        frames  900 750 750 700 610 | 540 480 | 40 | 5 5
+        call    900 ................ | 540 ... | 40 | 5 (exact lengths below MIN_PADDED_FRAMES)
+    """
+    order = sorted(range(len(frames)), key=lambda i: -frames[i])
+    groups: list[tuple[list[int], int]] = []
+    for i in order:
+        f = frames[i]
+        paddable = spec.causal and f >= MIN_PADDED_FRAMES
+        if groups:
+            indices, longest = groups[-1]
+            fits = longest == f or (paddable and frames[indices[0]] >= MIN_PADDED_FRAMES
+                                    and f >= PADDED_FILL * longest)
+            if fits:
+                indices.append(i)
+                continue
+        groups.append(([i], f))
+    return groups
+
+
+def encode_by_length(
+    encode: Callable[..., Encoded], windows: Sequence[np.ndarray], full_precision: bool
+) -> list[tuple[np.ndarray, float]]:
+    """``encode_windows`` for a backend that runs only equal lengths together: one call per length."""
+    out: list[tuple[np.ndarray, float]] = [(np.empty(0), 0.0)] * len(windows)
+    by_length: dict[int, list[int]] = {}
+    for i, window in enumerate(windows):
+        by_length.setdefault(window.shape[-1], []).append(i)
+    for indices in by_length.values():
+        encoded = encode(np.stack([windows[i] for i in indices]), full_precision=full_precision)
+        for row, i in enumerate(indices):
+            out[i] = (encoded.latents[row], float(encoded.scales[row]))
+    return out
+
+
 def cpu_count() -> int:
     """Cores this process may run on (its CPU affinity where the OS has one)."""
     try:
@@ -143,6 +194,16 @@ class Backend(Protocol):
         """
         ...
 
+    def encode_windows(
+        self, windows: Sequence[np.ndarray], *, full_precision: bool = False
+    ) -> list[tuple[np.ndarray, float]]:
+        """Windows ``[C, T_i]`` of any lengths -> ``(latents [D, ceil(T_i / hop)], scale)`` each.
+
+        Each result equals ``encode`` of that window alone (within float tolerance); the backend
+        runs them together as far as that stays true (see ``tail_groups``).
+        """
+        ...
+
     def quantize(self, latents: np.ndarray, bandwidth: float) -> np.ndarray:
         """``[B, D, F]`` latents -> RVQ codes ``[B, K, F]`` int64 at ``bandwidth`` kbps."""
         ...
@@ -158,6 +219,32 @@ class Backend(Protocol):
         48 kHz: the output is multiplied by each window's scale, as ``decode`` does (the latents of
         a normalised window decode to unit-RMS audio; its scale restores the level)."""
         ...
+
+
+# ---- input checks every backend runs on what it is handed (ValueError: the service maps it) ----
+
+
+def check_audio(spec: ModelSpec, audio: np.ndarray) -> None:
+    """``[B, C, T]`` with C = the model's channels, B and T > 0."""
+    if audio.ndim != 3 or audio.shape[1] != spec.channels or audio.shape[0] == 0 or audio.shape[2] == 0:
+        raise ValueError(f"{spec.name} encodes [B, {spec.channels}, T] audio, B and T > 0; got {audio.shape}")
+
+
+def check_latents(spec: ModelSpec, latents: np.ndarray) -> None:
+    """``[B, D, F]`` with D = the model's latent dimension."""
+    if latents.ndim != 3 or latents.shape[1] != spec.latent_dim:
+        raise ValueError(f"{spec.name} quantizes [B, {spec.latent_dim}, F] latents; got {latents.shape}")
+
+
+def check_codes(spec: ModelSpec, codes: np.ndarray, scales: np.ndarray) -> None:
+    """``[B, K, F]`` codes with K one of the model's codebook counts, in range; ``[B]`` scales."""
+    allowed_k = {spec.num_codebooks(b) for b in spec.bandwidths}
+    if codes.ndim != 3 or codes.shape[1] not in allowed_k:
+        raise ValueError(f"{spec.name} decodes [B, K, F] codes, K in {sorted(allowed_k)}; got {codes.shape}")
+    if scales.shape != (codes.shape[0],):
+        raise ValueError(f"scales must be [B] = [{codes.shape[0]}]; got {scales.shape}")
+    if codes.size and (codes.min() < 0 or codes.max() >= spec.codebook_size):
+        raise ValueError(f"codes must lie in [0, {spec.codebook_size}); got [{codes.min()}, {codes.max()}]")
 
 
 @dataclass

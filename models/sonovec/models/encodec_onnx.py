@@ -15,8 +15,10 @@ thread, so on a machine whose cores are shared (CI, a pod beside others) one bus
 call, while independent windows just proceed; and each window's conv activations stay in its core's
 cache. On CUDA every graph gets the whole batch in one call.
 
-Precision: fp32 only. ONNX Runtime's CPU EP has no bf16 or fp16 convolution kernels, so a reduced
-precision graph would run slower, not faster; use ``--backend torch --precision bf16`` for that.
+Precision: fp32, or ``int8`` on CPU: the convolutions of the encoder fronts statically quantized
+(QDQ, calibrated on generated audio; ``onnx_quantize``) for embeddings, while codes are quantized
+from the fp32 graphs' latents. ONNX Runtime's CPU EP has no bf16 or fp16 convolution kernels (such
+graphs would run slower, not faster); use ``--backend torch --precision bf16`` for that.
 """
 
 from __future__ import annotations
@@ -25,17 +27,29 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from sonovec.models import onnx_export, onnx_latents
-from sonovec.models.base import BackendOptions, Encoded, ModelSpec, WeightsInfo, cpu_count
-from sonovec.models.encodec_torch import _check_audio, _check_codes, _check_latents
+from sonovec.models import onnx_export, onnx_latents, onnx_quantize
+from sonovec.models.base import (
+    BackendOptions,
+    Encoded,
+    ModelSpec,
+    WeightsInfo,
+    check_audio,
+    check_codes,
+    check_latents,
+    cpu_count,
+    tail_groups,
+)
 
 logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "int8")  # int8: the encoder's convolutions, for embeddings (see onnx_quantize)
 
 
 def default_cache_dir() -> Path:
@@ -91,7 +105,7 @@ class OnnxBackend:
     kind = "onnx"
 
     def __init__(self, spec: ModelSpec, weights: WeightsInfo, directory: Path, device: str,
-                 providers: list, workers: int) -> None:
+                 providers: list, workers: int, reduced: Path | None = None) -> None:
         self.spec = spec
         self.weights = weights
         self.device = device
@@ -106,6 +120,11 @@ class OnnxBackend:
         if latent_decoder.is_file():
             self._graphs[onnx_latents.GRAPH] = _Graph(_session(latent_decoder, providers, threads))
         self._fixed = set(onnx_export.fixed_lengths(spec))
+        # int8 fronts (embeddings); codes ask for full precision and get the fp32 ones
+        self._reduced = {
+            name: _Graph(_session(reduced / f"{name}.onnx", providers, threads))
+            for name in onnx_quantize.quantized_names(spec, list(self._graphs))
+        } if reduced is not None else {}
         self._pool = None
         if self.workers > 1:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sonovec-onnx")
@@ -117,12 +136,18 @@ class OnnxBackend:
 
     @classmethod
     def load(cls, spec: ModelSpec, options: BackendOptions) -> OnnxBackend:
-        if options.precision != "fp32":
+        if options.precision not in PRECISIONS:
             raise ValueError(
-                f"the onnx backend runs fp32 only (asked: {options.precision}): ONNX Runtime's CPU EP has no "
-                "bf16/fp16 conv kernels. Use --backend torch for --precision bf16 (CPU) or fp16 (CUDA)."
+                f"the onnx backend runs fp32 or int8 (asked: {options.precision}): ONNX Runtime's CPU EP "
+                "has no bf16/fp16 conv kernels. Use --backend torch for bf16 (CPU) or fp16 (CUDA)."
             )
+        if options.precision == "int8" and options.device.startswith("cuda"):
+            raise ValueError("--precision int8 runs on the CPU only: use --device cpu "
+                             "(fp16/bf16 on CUDA: --backend torch)")
         device, providers = resolve_providers(options.device)
+        if options.precision == "int8" and device != "cpu":
+            raise ValueError("--precision int8 runs on the CPU only: use --device cpu "
+                             "(fp16/bf16 on CUDA: --backend torch)")
         from sonovec.models.weights import load_model  # torch: only to load weights and export
 
         model, weights = load_model(spec.name, options.weights, options.cache_dir)
@@ -131,8 +156,11 @@ class OnnxBackend:
         onnx_export.ensure_exported(model, spec, directory, fingerprint=weights.fingerprint)
         onnx_latents.ensure_latent_decoder(model, spec, directory)  # the latent lab's decoder
         del model
+        reduced = None
+        if options.precision == "int8":
+            reduced = onnx_quantize.ensure_quantized(spec, directory, onnx_export.graph_names(spec))
         workers = options.threads or cpu_count()
-        backend = cls(spec, weights, directory, device, providers, workers)
+        backend = cls(spec, weights, directory, device, providers, workers, reduced)
         if device != "cpu" and "CUDAExecutionProvider" not in backend.providers:
             # onnxruntime-gpu falls back to the CPU when CUDA fails to initialise (no GPU, driver).
             if options.device != "auto":
@@ -140,8 +168,9 @@ class OnnxBackend:
             logger.warning("onnx backend: CUDA provider unavailable, running on the CPU")
             backend.close()
             backend = cls(spec, weights, directory, "cpu", ["CPUExecutionProvider"], workers)
-        logger.info("onnx backend: %s on %s (%s), %d workers, graphs in %s",
-                    spec.name, backend.device, ", ".join(backend.providers), backend.workers, directory)
+        logger.info("onnx backend: %s on %s (%s), precision %s, %d workers, graphs in %s",
+                    spec.name, backend.device, ", ".join(backend.providers), options.precision,
+                    backend.workers, directory)
         return backend
 
     @property
@@ -152,7 +181,7 @@ class OnnxBackend:
     # ---- running graphs in parallel over the batch ----
 
     def _map(self, graph: str, parts: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-        run = self._graphs[graph]
+        run = self._graph(graph)
         if self._pool is None or len(parts) == 1:
             return [run(**feeds) for feeds in parts]
         return list(self._pool.map(lambda feeds: run(**feeds), parts))
@@ -168,11 +197,10 @@ class OnnxBackend:
     def encode(self, audio: np.ndarray, *, full_precision: bool = False) -> Encoded:
         """``[B, C, T]`` float32 -> latents ``[B, 128, ceil(T / 320)]`` float32 and scales ``[B]``.
 
-        The graphs are fp32 already: ``full_precision`` changes nothing."""
-        _check_audio(self.spec, audio)
+        ``full_precision``: the fp32 fronts even when the backend runs int8."""
+        check_audio(self.spec, audio)
         audio = np.ascontiguousarray(audio, dtype=np.float32)
-        length = audio.shape[-1]
-        front = f"front_fixed_{length}" if length in self._fixed else "front_dynamic"
+        front = self._front_name(audio.shape[-1], full_precision)
         with self._lock:
             per_window = 1 if self.device == "cpu" else None
             outs = self._map(front, [{"audio": audio[s]} for s in self._split(len(audio), per_window)])
@@ -182,10 +210,74 @@ class OnnxBackend:
         latents = np.concatenate([t[0] for t in tails]) if len(tails) > 1 else tails[0][0]
         return Encoded(latents.astype(np.float32, copy=False), scales.astype(np.float32, copy=False))
 
+    def encode_windows(
+        self, windows: Sequence[np.ndarray], *, full_precision: bool = False
+    ) -> list[tuple[np.ndarray, float]]:
+        """Windows ``[C, T_i]`` of any lengths -> ``(latents [128, F_i], scale)`` each, run together::
+
+            CPU   front: every window on its own (W at once, any mix of lengths)
+                  tail:  per ``tail_groups`` (24 kHz: right-padded), each group split in W parts,
+                         all groups' parts at once
+
+        On CUDA the fronts of equal-length windows run as one batch instead.
+        """
+        for window in windows:
+            check_audio(self.spec, window[None])
+        fronts = self._fronts([np.ascontiguousarray(w, dtype=np.float32) for w in windows], full_precision)
+        hidden = [h for h, _ in fronts]
+        groups = tail_groups(self.spec, [h.shape[-1] for h in hidden])
+        tasks, owners = [], []
+        for indices, frames in groups:
+            stacked = np.zeros((len(indices), hidden[indices[0]].shape[0], frames), np.float32)
+            for row, i in enumerate(indices):
+                stacked[row, :, : hidden[i].shape[-1]] = hidden[i]
+            for part in self._split(len(indices)):
+                tasks.append(("tail", {"hidden": stacked[part]}))
+                owners.append(indices[part])
+        with self._lock:
+            outs = self._run_all(tasks)
+        out: list[tuple[np.ndarray, float]] = [(np.empty(0), 0.0)] * len(windows)
+        for indices, (latents, *_) in zip(owners, outs, strict=True):
+            for row, i in enumerate(indices):
+                out[i] = (latents[row, :, : hidden[i].shape[-1]].astype(np.float32), fronts[i][1])
+        return out
+
+    def _front_name(self, length: int, full_precision: bool = True) -> str:
+        """The front graph for windows of ``length`` samples (``int8/...``: the quantized one)."""
+        name = f"front_fixed_{length}" if length in self._fixed else "front_dynamic"
+        return name if full_precision or name not in self._reduced else f"int8/{name}"
+
+    def _graph(self, name: str) -> _Graph:
+        return self._reduced[name.removeprefix("int8/")] if name.startswith("int8/") else self._graphs[name]
+
+    def _fronts(self, windows: list[np.ndarray], full_precision: bool) -> list[tuple[np.ndarray, float]]:
+        """``(hidden [512, F], scale)`` of each window: one call each (CPU), by length (CUDA)."""
+        if self.device == "cpu":
+            tasks = [(self._front_name(w.shape[-1], full_precision), {"audio": w[None]}) for w in windows]
+            with self._lock:
+                outs = self._run_all(tasks)
+            return [(hidden[0], float(scales[0])) for hidden, scales in outs]
+        out: list[tuple[np.ndarray, float]] = [(np.empty(0), 0.0)] * len(windows)
+        by_length: dict[int, list[int]] = {}
+        for i, window in enumerate(windows):
+            by_length.setdefault(window.shape[-1], []).append(i)
+        for length, indices in by_length.items():
+            batch = np.stack([windows[i] for i in indices])
+            hidden, scales = self._graph(self._front_name(length, full_precision))(audio=batch)
+            for row, i in enumerate(indices):
+                out[i] = (hidden[row], float(scales[row]))
+        return out
+
+    def _run_all(self, tasks: list[tuple[str, dict[str, np.ndarray]]]) -> list[list[np.ndarray]]:
+        """Run ``(graph, feeds)`` tasks, on the pool when there is one, results in order."""
+        if self._pool is None or len(tasks) == 1:
+            return [self._graph(name)(**feeds) for name, feeds in tasks]
+        return list(self._pool.map(lambda task: self._graph(task[0])(**task[1]), tasks))
+
     def quantize(self, latents: np.ndarray, bandwidth: float) -> np.ndarray:
         """``[B, 128, F]`` latents -> codes ``[B, K, F]`` int64, K = ``spec.num_codebooks(bandwidth)``."""
         num_codebooks = self.spec.num_codebooks(bandwidth)  # ValueError naming the allowed bandwidths
-        _check_latents(self.spec, latents)
+        check_latents(self.spec, latents)
         latents = np.ascontiguousarray(latents, dtype=np.float32)
         with self._lock:
             outs = self._map(f"quantizer_k{num_codebooks}",
@@ -194,7 +286,7 @@ class OnnxBackend:
 
     def decode(self, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """Codes ``[B, K, F]`` and scales ``[B]`` -> audio ``[B, C, F * 320]`` float32."""
-        _check_codes(self.spec, codes, scales)
+        check_codes(self.spec, codes, scales)
         codes = np.ascontiguousarray(codes, dtype=np.int64)
         scales = np.ascontiguousarray(scales, dtype=np.float32)
         per_window = 1 if self.device == "cpu" else None
@@ -205,7 +297,7 @@ class OnnxBackend:
 
     def decode_latents(self, latents: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """Latents ``[B, 128, F]`` and scales ``[B]`` -> audio ``[B, C, F * 320]`` (no quantizer)."""
-        _check_latents(self.spec, latents)
+        check_latents(self.spec, latents)
         if scales.shape != (latents.shape[0],):
             raise ValueError(f"scales must be [B] = [{latents.shape[0]}]; got {scales.shape}")
         if onnx_latents.GRAPH not in self._graphs:

@@ -16,18 +16,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from sonovec.models.base import BackendOptions, Encoded, ModelSpec, WeightsInfo, cpu_count
+from sonovec.models.base import (
+    BackendOptions,
+    Encoded,
+    ModelSpec,
+    WeightsInfo,
+    check_audio,
+    check_codes,
+    check_latents,
+    cpu_count,
+    encode_by_length,
+    tail_groups,
+)
 from sonovec.models.weights import load_model
 
 if TYPE_CHECKING:
     from encodec import EncodecModel  # untyped package: Any to mypy
 
 logger = logging.getLogger(__name__)
+
+TAIL_LAYERS = 3  # SLSTM, ELU, SConv1d: the encoder's frame-rate layers, run on whole batches
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -67,8 +82,18 @@ class TorchBackend:
     On CUDA each calling thread gets its own stream, inputs go up from pinned (page-locked) host
     memory and outputs come down into it with non-blocking copies, and a call waits only for its own
     stream: with two workers one batch is stacked, copied and launched while the other computes.
-    On CPU, ``threads`` cores (0: all) are divided among the workers as torch's intra-op threads
-    (process-wide in torch: one backend per process).
+    On CPU, a call runs as ``threads`` (0: one per core) single-thread model calls side by side, as
+    the ONNX backend does: each window's convolutions alone on one core, then the frame-rate layers
+    (LSTM, last conv) on the whole batch split in as many parts::
+
+        windows [C, T_i] --one per pool thread--> front --> hidden [512, F_i]
+                         --tail_groups, split--> tail (LSTM + conv) --> latents [128, F_i]
+
+    Why not one call on torch's intra-op threads: measured here, batch 16 on 2 threads took more wall
+    time and twice the CPU per window of one window on 1 thread (every op waits at a barrier for its
+    slowest thread, and the waiting threads spin: ``benchmarks/torch_cpu.py``). torch's thread
+    count is process-wide: one CPU backend per process sets it to 1. Calls of several batcher
+    workers take turns on the one pool.
 
     Reduced precision (``bf16``/``fp16`` autocast) applies to embeddings and decoding; latents that
     will be quantized are computed in fp32 (``encode(..., full_precision=True)``), since bf16 flips
@@ -84,6 +109,7 @@ class TorchBackend:
         weights: WeightsInfo,
         device: torch.device,
         autocast_dtype: torch.dtype | None = None,
+        threads: int = 1,
     ) -> None:
         self.spec = spec
         self.weights = weights
@@ -94,15 +120,22 @@ class TorchBackend:
         self._cuda = device.type == "cuda"
         self._local = threading.local()  # per calling thread: its CUDA stream
         _check_geometry(spec, self.model)
+        layers = list(self.model.encoder.model)
+        self._front = torch.nn.Sequential(*layers[:-TAIL_LAYERS])  # the same modules, not copies
+        self._tail = torch.nn.Sequential(*layers[-TAIL_LAYERS:])
+        self.threads = 1 if self._cuda else max(1, threads)
+        self._pool = ThreadPoolExecutor(self.threads, "sonovec-torch") if self.threads > 1 else None
+        self._lock: contextlib.AbstractContextManager = (
+            threading.Lock() if self._pool is not None else contextlib.nullcontext()
+        )
 
     @classmethod
     def load(cls, spec: ModelSpec, options: BackendOptions) -> TorchBackend:
         device = resolve_device(options.device)
         autocast_dtype = resolve_precision(options.precision, device)
+        cores = options.threads or cpu_count()
         if device.type == "cpu":
-            # `threads` cores (0: all) shared by the workers: each call gets its part.
-            cores = options.threads or cpu_count()
-            torch.set_num_threads(max(1, cores // options.workers))  # process-wide: one backend per process
+            torch.set_num_threads(1)  # process-wide: `cores` single-thread calls run side by side
         elif options.threads:
             torch.set_num_threads(options.threads)  # host-side ops of a CUDA backend
         if device.type == "cuda":
@@ -114,10 +147,10 @@ class TorchBackend:
             torch.backends.cuda.matmul.fp32_precision = "ieee"  # type: ignore[attr-defined]
         model, weights = load_model(spec.name, options.weights, options.cache_dir)  # warns if random
         logger.info(
-            "torch backend: %s on %s, precision %s, %d threads, weights %s",
-            spec.name, device, options.precision, torch.get_num_threads(), weights.fingerprint,
+            "torch backend: %s on %s, precision %s, %d parallel calls, weights %s",
+            spec.name, device, options.precision, 1 if device.type == "cuda" else cores, weights.fingerprint,
         )
-        return cls(spec, model, weights, device, autocast_dtype)
+        return cls(spec, model, weights, device, autocast_dtype, threads=cores)
 
     def _autocast(self, full_precision: bool = False) -> contextlib.AbstractContextManager:
         if self._autocast_dtype is None or full_precision:
@@ -163,22 +196,80 @@ class TorchBackend:
         ``EncodecModel._encode_frame`` does; the scale is returned for decode. Otherwise scales are 1.
         ``full_precision``: fp32 even when the backend runs bf16/fp16 (latents meant for quantize).
         """
-        _check_audio(self.spec, audio)
+        check_audio(self.spec, audio)
+        if self._pool is not None:
+            encoded = self.encode_windows(list(audio), full_precision=full_precision)
+            scales = np.asarray([scale for _, scale in encoded], np.float32)
+            return Encoded(np.stack([latents for latents, _ in encoded]), scales)
         with self._on_stream():
             return self._encode(self._tensor(audio, torch.float32), full_precision)
 
+    def _normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """48 kHz: ``x / (1e-8 + RMS of the channel mean)`` per item, and that scale ``[B, 1, 1]``."""
+        if not self.spec.normalize:
+            return x, torch.ones(x.shape[0], 1, 1, device=self._device)
+        mono = x.mean(dim=1, keepdim=True)
+        volume = mono.pow(2).mean(dim=2, keepdim=True).sqrt()
+        scale = 1e-8 + volume  # [B, 1, 1]
+        return x / scale, scale
+
     def _encode(self, x: torch.Tensor, full_precision: bool) -> Encoded:
-        if self.spec.normalize:
-            mono = x.mean(dim=1, keepdim=True)
-            volume = mono.pow(2).mean(dim=2, keepdim=True).sqrt()
-            scale = 1e-8 + volume  # [B, 1, 1]
-            x = x / scale
-        else:
-            scale = torch.ones(x.shape[0], 1, 1, device=self._device)
+        x, scale = self._normalize(x)
         with self._autocast(full_precision):
             latents = self.model.encoder(x)
         latents_np, scales_np = self._numpy(latents, scale.reshape(-1), dtype=np.float32)
         return Encoded(latents_np, scales_np)
+
+    def encode_windows(
+        self, windows: Sequence[np.ndarray], *, full_precision: bool = False
+    ) -> list[tuple[np.ndarray, float]]:
+        """Windows ``[C, T_i]`` of any lengths -> ``(latents [128, F_i], scale)`` each.
+
+        CPU: fronts one window per pool thread, tails per ``tail_groups`` (24 kHz right-padded),
+        split over the pool. CUDA: one batch per length (the GPU wants whole batches).
+        """
+        for window in windows:
+            check_audio(self.spec, window[None])
+        if self._pool is None:
+            return encode_by_length(self.encode, windows, full_precision)
+        with self._lock:
+            fronts = self._map(lambda w: self._run_front(w, full_precision), windows)
+            groups = tail_groups(self.spec, [h.shape[-1] for h, _ in fronts])
+            tasks: list[tuple[list[int], torch.Tensor]] = []
+            for indices, frames in groups:
+                hidden = torch.zeros(len(indices), fronts[indices[0]][0].shape[0], frames)
+                for row, i in enumerate(indices):
+                    hidden[row, :, : fronts[i][0].shape[-1]] = fronts[i][0]
+                part = -(-len(indices) // self.threads)
+                tasks += [(indices[a : a + part], hidden[a : a + part]) for a in range(0, len(indices), part)]
+            tails = self._map(lambda task: self._run_tail(task[1], full_precision), tasks)
+        out: list[tuple[np.ndarray, float]] = [(np.empty(0), 0.0)] * len(windows)
+        for (indices, _), latents in zip(tasks, tails, strict=True):
+            for row, i in enumerate(indices):
+                out[i] = (latents[row, :, : fronts[i][0].shape[-1]], fronts[i][1])
+        return out
+
+    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        if self._pool is None or len(items) == 1:
+            return [fn(item) for item in items]
+        return list(self._pool.map(fn, items))
+
+    @torch.inference_mode()  # thread-local, like autocast: entered in the pool thread
+    def _run_front(self, window: np.ndarray, full_precision: bool) -> tuple[torch.Tensor, float]:
+        x, scale = self._normalize(self._tensor(window[None], torch.float32))
+        with self._autocast(full_precision):
+            hidden = self._front(x)
+        return hidden[0].float(), float(scale.reshape(-1)[0])
+
+    @torch.inference_mode()
+    def _run_tail(self, hidden: torch.Tensor, full_precision: bool) -> np.ndarray:
+        with self._autocast(full_precision):
+            latents = self._tail(hidden)
+        return latents.float().numpy()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     @torch.inference_mode()
     def quantize(self, latents: np.ndarray, bandwidth: float) -> np.ndarray:
@@ -187,7 +278,7 @@ class TorchBackend:
         Always fp32: nearest-codebook search in bf16 would flip codes.
         """
         num_codebooks = self.spec.num_codebooks(bandwidth)  # ValueError naming the allowed bandwidths
-        _check_latents(self.spec, latents)
+        check_latents(self.spec, latents)
         with self._on_stream():
             emb = self._tensor(latents, torch.float32)
             codes = self.model.quantizer.encode(emb, self.model.frame_rate, bandwidth)  # [K, B, F]
@@ -198,7 +289,7 @@ class TorchBackend:
     @torch.inference_mode()
     def decode(self, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """Codes ``[B, K, F]`` and scales ``[B]`` -> audio ``[B, C, F * 320]`` float32."""
-        _check_codes(self.spec, codes, scales)
+        check_codes(self.spec, codes, scales)
         with self._on_stream():
             codes_t = self._tensor(codes, torch.int64).transpose(0, 1)  # [K, B, F]
             emb = self.model.quantizer.decode(codes_t)  # [B, 128, F], fp32 codebook lookup
@@ -214,7 +305,7 @@ class TorchBackend:
     def decode_latents(self, latents: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """Latents ``[B, 128, F]`` and scales ``[B]`` -> audio ``[B, C, F * 320]``: ``decode``
         without the codebook lookup (``model.decoder`` on the latents, then times the scale)."""
-        _check_latents(self.spec, latents)
+        check_latents(self.spec, latents)
         if scales.shape != (latents.shape[0],):
             raise ValueError(f"scales must be [B] = [{latents.shape[0]}]; got {scales.shape}")
         with self._on_stream():
@@ -235,23 +326,3 @@ def _check_geometry(spec: ModelSpec, model: EncodecModel) -> None:
                 spec.codebook_size, spec.bandwidths)
     if actual != expected:
         raise RuntimeError(f"{spec.name}: model geometry {actual} does not match its spec {expected}")
-
-
-def _check_audio(spec: ModelSpec, audio: np.ndarray) -> None:
-    if audio.ndim != 3 or audio.shape[1] != spec.channels or audio.shape[0] == 0 or audio.shape[2] == 0:
-        raise ValueError(f"{spec.name} encodes [B, {spec.channels}, T] audio, B and T > 0; got {audio.shape}")
-
-
-def _check_latents(spec: ModelSpec, latents: np.ndarray) -> None:
-    if latents.ndim != 3 or latents.shape[1] != spec.latent_dim:
-        raise ValueError(f"{spec.name} quantizes [B, {spec.latent_dim}, F] latents; got {latents.shape}")
-
-
-def _check_codes(spec: ModelSpec, codes: np.ndarray, scales: np.ndarray) -> None:
-    allowed_k = {spec.num_codebooks(b) for b in spec.bandwidths}
-    if codes.ndim != 3 or codes.shape[1] not in allowed_k:
-        raise ValueError(f"{spec.name} decodes [B, K, F] codes, K in {sorted(allowed_k)}; got {codes.shape}")
-    if scales.shape != (codes.shape[0],):
-        raise ValueError(f"scales must be [B] = [{codes.shape[0]}]; got {scales.shape}")
-    if codes.size and (codes.min() < 0 or codes.max() >= spec.codebook_size):
-        raise ValueError(f"codes must lie in [0, {spec.codebook_size}); got [{codes.min()}, {codes.max()}]")

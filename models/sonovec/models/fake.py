@@ -14,10 +14,11 @@ one latent dimension to loudness: each decoded frame is multiplied by ``exp(2 z[
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
-from sonovec.models.base import Encoded, ModelSpec, WeightsInfo
+from sonovec.models.base import Encoded, ModelSpec, WeightsInfo, encode_by_length
 
 
 class FakeBackend:
@@ -63,6 +64,11 @@ class FakeBackend:
         frames_in = mono.reshape(batch * frames, hop).astype(np.float64)  # [B * F, hop] -> [B, F, D] below
         latents = np.tanh(frames_in @ self._projection).astype(np.float32).reshape(batch, frames, -1)
         return Encoded(np.ascontiguousarray(latents.transpose(0, 2, 1)), scales.reshape(batch))
+
+    def encode_windows(
+        self, windows: Sequence[np.ndarray], *, full_precision: bool = False
+    ) -> list[tuple[np.ndarray, float]]:
+        return encode_by_length(self.encode, windows, full_precision)
 
     def quantize(self, latents: np.ndarray, bandwidth: float) -> np.ndarray:
         k = self.spec.num_codebooks(bandwidth)

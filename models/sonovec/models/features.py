@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sonovec.models.base import Encoded, ModelSpec, WeightsInfo
+from sonovec.models.base import Encoded, ModelSpec, WeightsInfo, encode_by_length
 
 RATE = 22_050
 HOP = 512
@@ -114,6 +114,11 @@ class FeaturesBackend:
             rows = [self._extract(np.asarray(x[0], np.float32))[:, :frames] for x in audio]
         latents = np.stack(rows).astype(np.float32)
         return Encoded(latents, np.ones(len(audio), np.float32))
+
+    def encode_windows(
+        self, windows: Sequence[np.ndarray], *, full_precision: bool = False
+    ) -> list[tuple[np.ndarray, float]]:
+        return encode_by_length(self.encode, windows, full_precision)
 
     def quantize(self, latents: np.ndarray, bandwidth: float) -> np.ndarray:
         raise ValueError(f"{self.spec.name} is a feature extractor: it has no codes")

@@ -393,8 +393,13 @@ def ensure_exported(model: nn.Module, spec: ModelSpec, directory: Path, *, finge
     started = time.perf_counter()
     prepared = prepare(model, spec)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    names = graph_names(spec)
+    logger.info("onnx: exporting %s once for weights %s (%d graphs, cached in %s)",
+                spec.name, fingerprint, len(names), directory)
     try:
-        for name in graph_names(spec):
+        for number, name in enumerate(names, 1):
+            logger.info("onnx: export %d/%d %s (%.0f s so far)", number, len(names), name,
+                        time.perf_counter() - started)
             export_graph(name, prepared, spec, tmp / f"{name}.onnx")
         info = {"model": spec.name, "fingerprint": fingerprint, "opset": OPSET,
                 "export_version": EXPORT_VERSION, "torch": torch.__version__, "graphs": graph_names(spec)}

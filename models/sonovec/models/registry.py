@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+
 from sonovec.models.base import Backend, BackendOptions, ModelSpec
 from sonovec.models.features import FEATURE_SPECS
+
+logger = logging.getLogger(__name__)
 
 HOP = 320  # both EnCodec encoders downsample by 8 * 5 * 4 * 2
 
@@ -19,6 +24,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         window=10 * 24_000,  # chunk length for long files; 750 frames
         stride=10 * 24_000,
         context=2 * 24_000,  # left context per chunk; 150 frames, dropped
+        causal=True,
     ),
     "encodec_48khz": ModelSpec(
         name="encodec_48khz",
@@ -37,7 +43,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 
 MODEL_SPECS.update(FEATURE_SPECS)  # log-mel, MFCC, chroma: baselines, whatever --backend says
 
-BACKEND_KINDS = ("torch", "onnx", "fake")
+BACKEND_KINDS = ("auto", "torch", "onnx", "fake")
 
 
 def get_spec(model: str) -> ModelSpec:
@@ -47,13 +53,52 @@ def get_spec(model: str) -> ModelSpec:
         raise ValueError(f"unknown model {model!r}; known: {', '.join(MODEL_SPECS)}") from None
 
 
+def resolve_kind(kind: str, options: BackendOptions) -> str:
+    """The runtime ``auto`` means for ``options``: ONNX Runtime on CPU, torch on CUDA.
+
+    On CPU, ONNX Runtime runs EnCodec's encoder ~5x faster than PyTorch here (benchmarks/README.md);
+    on CUDA, torch (cuDNN) is the tested path. ``--precision bf16`` on CPU needs torch (ONNX
+    Runtime's CPU EP has no bf16 conv kernels); so does a machine without onnxruntime installed.
+    """
+    if kind != "auto":
+        return kind
+    device = options.device
+    if device == "auto":
+        device = "cuda" if _cuda_available() else "cpu"
+    if device != "cpu":
+        return "torch"
+    if importlib.util.find_spec("onnxruntime") is None:
+        logger.warning("backend auto: onnxruntime is not installed, using torch "
+                       "(pip install 'sonovec-models[onnx]')")
+        return "torch"
+    return "onnx" if options.precision in _onnx_precisions() else "torch"
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _onnx_precisions() -> tuple[str, ...]:
+    from sonovec.models.encodec_onnx import PRECISIONS
+
+    return PRECISIONS
+
+
 def load_backend(kind: str, options: BackendOptions) -> Backend:
-    """Build the backend ``kind`` for ``options.model``. Heavy imports happen only here."""
+    """Build the backend ``kind`` for ``options.model`` (``auto``: see ``resolve_kind``).
+    Heavy imports happen only here."""
     spec = get_spec(options.model)
     if spec.name in FEATURE_SPECS:  # librosa on the CPU, for every backend kind
         from sonovec.models.features import FeaturesBackend
 
         return FeaturesBackend(spec)
+    if kind == "auto":
+        kind = resolve_kind(kind, options)
+        logger.info("backend auto: %s for %s on device %s", kind, spec.name, options.device)
     if kind == "fake":
         from sonovec.models.fake import FakeBackend
 

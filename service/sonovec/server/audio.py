@@ -5,8 +5,12 @@ Order of work, cheapest check first::
 
     bytes > max_bytes?  ->  open header (libsndfile) / parse PCM format
     channels, sample rate, declared duration  ->  read blocks [n, C], at most max_seconds of them
-    (each block scanned for NaN/Inf and peak, then mixed to the model's layout)
-    no samples / NaN or Inf / silent?  ->  resample with soxr (HQ)  ->  mono to stereo if needed
+    (each block scanned for NaN/Inf and peak, mixed to the model's layout, and resampled by a
+    soxr HQ stream: the recording never exists at the source rate, only one block of it)
+    no samples / NaN or Inf / beyond +-100 / silent?  ->  mono to stereo if needed
+
+Memory: the output at the model's rate (twice, while its blocks are joined) plus one source
+block; ``reserve`` (if given) hears that figure as it grows and may stop the decode.
 
 Channel layout, applied before resampling (both steps are linear, so the order does not change
 the result, and mixing first resamples fewer channels):
@@ -17,16 +21,17 @@ the result, and mixing first resamples fewer channels):
   odd-indexed ones (1, 3, 5, ...). For 5.1 in WAV order (L R C LFE Ls Rs) that puts C with the
   left side and LFE with the right: simple and predictable, not an ITU downmix.
 
-Nothing is clipped: float sources keep values beyond [-1, 1].
+Nothing is clipped: float sources keep values beyond [-1, 1] (up to +-100, ``MAX_ABS_SAMPLE``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import math
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,7 +47,10 @@ SUPPORTED_FORMATS: tuple[str, ...] = ("wav", "flac", "ogg", "opus", "mp3", "aiff
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 384_000
 SILENCE_PEAK = 1e-7  # below this peak a recording is digital silence
-BLOCK_FRAMES = 1 << 16  # frames read (and mixed) at a time
+BLOCK_FRAMES = 1 << 16  # frames read (and mixed, and resampled) at a time
+# Float sources may exceed full scale (+-1), but not by more than 40 dB: far larger values
+# overflow the model (3e38 gives NaN latents, 1e30 all-zero ones) and are refused, not clamped.
+MAX_ABS_SAMPLE = 100.0
 
 # libsndfile's major format -> our name; OGG is split by codec below. Other formats libsndfile
 # knows (AU, CAF, VOC, PAF, ...) are refused: fewer parsers exposed, one documented list.
@@ -57,6 +65,9 @@ _CONTAINERS = {
 }
 _PCM_DTYPES: dict[str, np.dtype] = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
 _UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's SF_COUNT_MAX: the header does not say how long
+
+
+Reserve = Callable[[int], None]  # told the bytes a decode holds so far; raises to stop it
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,7 @@ class Recording:
     source_sample_rate: int
     source_channels: int
     source_format: str  # one of SUPPORTED_FORMATS, or "array"
+    warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. a truncated stream, decoded in part
 
     @property
     def num_samples(self) -> int:
@@ -123,6 +135,7 @@ def decode_audio(
     limits: AudioLimits,
     pcm: PcmFormat | None = None,
     field: str = "audio",
+    reserve: Reserve | None = None,
 ) -> Recording:
     """Decode a container (detected by libsndfile from the bytes) or, with ``pcm``, raw interleaved
     PCM; check it against ``limits``; return it at ``target_rate`` with ``target_channels``.
@@ -133,10 +146,11 @@ def decode_audio(
     target = (target_rate, target_channels)
     if pcm is not None:
         source, blocks = _pcm_source(data, pcm, field)
-        return _ingest(source, blocks, target, limits, field)
+        return _ingest(source, blocks, target, limits, field, reserve)
     with _open_container(data, field) as handle:
         source = _container_source(handle, field)
-        return _ingest(source, _container_blocks(handle, field), target, limits, field)
+        blocks = _container_blocks(handle, field)
+        return _ingest(source, blocks, target, limits, field, reserve, container=data)
 
 
 def from_array(
@@ -147,6 +161,7 @@ def from_array(
     target_channels: int,
     limits: AudioLimits,
     field: str = "audio",
+    reserve: Reserve | None = None,
 ) -> Recording:
     """Ingest a floating-point array, ``[C, T]`` or ``[T]`` (mono), with the same checks as
     ``decode_audio`` (its ``nbytes`` count against ``max_bytes``)."""
@@ -162,7 +177,7 @@ def from_array(
     source = _Source(int(sample_rate), array.shape[0], frames, "array")
     # float32 before scanning, so a float64 value too large for float32 counts as infinite
     blocks = (array[:, i : i + BLOCK_FRAMES].T.astype(np.float32) for i in range(0, frames, BLOCK_FRAMES))
-    return _ingest(source, blocks, (target_rate, target_channels), limits, field)
+    return _ingest(source, blocks, (target_rate, target_channels), limits, field, reserve)
 
 
 def canonical_digest(rec: Recording) -> str:
@@ -183,14 +198,21 @@ def _ingest(
     target: tuple[int, int],
     limits: AudioLimits,
     field: str,
+    reserve: Reserve | None = None,
+    container: bytes | None = None,
 ) -> Recording:
-    """Check ``source`` against ``limits``, read ``blocks`` ([n, C] each), return the recording."""
+    """Check ``source`` against ``limits``, read ``blocks`` ([n, C] each), return the recording
+    (with warnings if ``container``, the file's bytes, turns out truncated).
+
+    Each block is mixed to the model's layout and resampled to its rate as it arrives, so memory
+    holds the output and one source block, never the whole recording at the source rate."""
     target_rate, target_channels = target
     _check_source(source, limits, field)
-    max_frames = math.floor(limits.max_seconds * source.sample_rate)
-    mixed, scan = _collect(blocks, target_channels, max_frames, source, limits, field)
+    rows = 1 if source.channels == 1 else target_channels  # mono is duplicated after resampling
+    sink = _Resampled(source.sample_rate, target_rate, rows, reserve)
+    scan = _collect(blocks, target_channels, sink, source, limits, field)
     _check_content(scan, source.channels, field)
-    samples = _resample(mixed, source.sample_rate, target_rate)
+    samples = sink.finish()
     if samples.shape[1] == 0:
         raise invalid(
             f"recording is too short: {scan.frames} frames at {source.sample_rate} Hz resample to none "
@@ -199,6 +221,8 @@ def _ingest(
             allowed="at least one sample at the model's rate",
         )
     if samples.shape[0] < target_channels:  # mono to stereo: duplicate after resampling, once
+        if reserve is not None:
+            reserve(samples.nbytes * target_channels * 2)
         samples = np.repeat(samples, target_channels, axis=0)
     return Recording(
         samples=np.ascontiguousarray(samples, dtype=np.float32),
@@ -206,21 +230,22 @@ def _ingest(
         source_sample_rate=source.sample_rate,
         source_channels=source.channels,
         source_format=source.format,
+        warnings=[] if container is None else _truncation_warnings(container, source, scan),
     )
 
 
 def _collect(
     blocks: Iterator[np.ndarray],
     target_channels: int,
-    max_frames: int,
+    sink: _Resampled,
     source: _Source,
     limits: AudioLimits,
     field: str,
-) -> tuple[np.ndarray, _Scan]:
-    """Scan and mix each [n, C] block; stop once more than ``max_frames`` were read, whatever the
-    header said. Returns the mixed samples [C', T] (C' = 1 when stereo output is a duplicate)."""
+) -> _Scan:
+    """Scan, mix and resample each [n, C] block into ``sink``; stop once more than the limit was
+    read, whatever the header said."""
+    max_frames = math.floor(limits.max_seconds * source.sample_rate)
     scan = _Scan()
-    parts: list[np.ndarray] = []
     for block in blocks:
         _scan_block(scan, block)
         if scan.frames > max_frames:
@@ -230,10 +255,85 @@ def _collect(
                 field=field,
                 allowed=f"at most {limits.max_seconds:g} s of audio",
             )
-        parts.append(_mix(block, target_channels))
-    if not parts:
-        return np.zeros((1, 0), np.float32), scan
-    return np.concatenate(parts, axis=1), scan
+        if scan.nonfinite or scan.peak > MAX_ABS_SAMPLE:
+            break  # refused by _check_content: no need to decode the rest
+        sink.push(_mix(block, target_channels))
+    return scan
+
+
+class _Resampled:
+    """Mixed blocks [C, n] at ``source_rate`` in, [C, T'] at ``target_rate`` out, resampled by one
+    soxr stream (HQ) per recording as blocks arrive. ``reserve`` hears the bytes held so far."""
+
+    def __init__(self, source_rate: int, target_rate: int, rows: int, reserve: Reserve | None) -> None:
+        self._stream = (
+            None
+            if source_rate == target_rate
+            else soxr.ResampleStream(source_rate, target_rate, rows, dtype="float32", quality="HQ")
+        )
+        self._rows = rows
+        self._parts: list[np.ndarray] = []
+        self._held = 0
+        self._reserve = reserve
+
+    def push(self, block: np.ndarray, last: bool = False) -> None:
+        if self._stream is None:
+            out = block
+        else:  # soxr streams take and give [n, C]
+            out = self._stream.resample_chunk(np.ascontiguousarray(block.T), last=last).T
+        if out.shape[1]:
+            self._held += out.nbytes
+            if self._reserve is not None:
+                self._reserve(2 * self._held)  # the parts, then their concatenation
+            self._parts.append(np.ascontiguousarray(out, dtype=np.float32))
+
+    def finish(self) -> np.ndarray:
+        if self._stream is not None:
+            self.push(np.zeros((self._rows, 0), np.float32), last=True)
+        if not self._parts:
+            return np.zeros((self._rows, 0), np.float32)
+        samples = np.concatenate(self._parts, axis=1)
+        self._parts = []
+        return samples
+
+
+def _truncation_warnings(data: bytes, source: _Source, scan: _Scan) -> list[str]:
+    """A stream that ends before it says it does: the decodable part is accepted, and the reply
+    says so. WAV: the data chunk declares more bytes than follow; OGG (Vorbis, Opus): the last
+    page lacks the end-of-stream flag; MP3: the Xing/Info header counts more than 1 % more frames
+    than decode. FLAC that ends mid-frame fails instead (libsndfile reports lost sync)."""
+    check = {"wav": _wav_short, "ogg": _ogg_unended, "opus": _ogg_unended}.get(source.format)
+    reason = check(data) if check is not None else None
+    if reason is None and source.format == "mp3" and source.frames is not None:
+        missing = source.frames - scan.frames
+        if missing > max(4608, source.frames // 100):  # beyond encoder delay and padding
+            reason = f"the header counts {source.frames} frames, {scan.frames} decode"
+    if reason is None:
+        return []
+    seconds = scan.frames / source.sample_rate
+    return [f"audio is truncated ({reason}); the decodable {seconds:.2f} s were used"]
+
+
+def _wav_short(data: bytes) -> str | None:
+    position = 12
+    while position + 8 <= len(data) and data[:4] == b"RIFF":
+        chunk, size = data[position : position + 4], struct.unpack_from("<I", data, position + 4)[0]
+        if chunk == b"data":
+            available = len(data) - position - 8
+            if 0 < size < 0xFFFFFFFF and size > available:  # 0 / max: a stream of unknown length
+                return f"the data chunk declares {size} bytes, {available} follow"
+            return None
+        position += 8 + size + (size & 1)
+    return None
+
+
+def _ogg_unended(data: bytes) -> str | None:
+    last = data.rfind(b"OggS")
+    if last < 0 or last + 6 > len(data):
+        return None
+    if not data[last + 5] & 0x04:  # header_type: end of stream
+        return "the last OGG page is not marked end of stream"
+    return None
 
 
 def _scan_block(scan: _Scan, block: np.ndarray) -> None:
@@ -258,14 +358,6 @@ def _mix(block: np.ndarray, target_channels: int) -> np.ndarray:
     left = block[:, 0::2].mean(axis=1, dtype=np.float32)
     right = block[:, 1::2].mean(axis=1, dtype=np.float32)
     return np.stack([left, right])
-
-
-def _resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """[C, T] at ``source_rate`` -> [C, T'] at ``target_rate`` with soxr HQ, channel by channel."""
-    if source_rate == target_rate:
-        return samples
-    rows = [soxr.resample(row, source_rate, target_rate, quality="HQ") for row in samples]
-    return np.stack(rows).astype(np.float32, copy=False)
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -329,6 +421,12 @@ def _check_content(scan: _Scan, channels: int, field: str) -> None:
             field=field,
             allowed="finite sample values",
         )
+    if scan.peak > MAX_ABS_SAMPLE:
+        raise invalid(
+            f"sample values reach {scan.peak:.3g}, beyond +-{MAX_ABS_SAMPLE:g}",
+            field=field,
+            allowed=f"sample values within +-{MAX_ABS_SAMPLE:g} (full scale is +-1)",
+        )
     if scan.peak < SILENCE_PEAK:
         raise invalid(
             f"recording is silent (peak {scan.peak:.3g} < {SILENCE_PEAK:g})",
@@ -345,9 +443,13 @@ def _open_container(data: bytes, field: str) -> sf.SoundFile:
     try:
         return sf.SoundFile(io.BytesIO(data))
     except sf.LibsndfileError as exc:
+        reason = exc.error_string
+        if "regular file" in reason or "unknown format" in reason.lower():  # libsndfile's guess for
+            # bytes it cannot identify says "file does not exist ... (possibly a pipe?)"
+            reason = f"not a recognised audio file, or its header is truncated ({len(data)} bytes)"
         raise SonovecError(
             ErrorKind.UNSUPPORTED,
-            f"could not decode audio: {exc.error_string}",
+            f"could not decode audio: {reason}",
             field=field,
             allowed=", ".join(SUPPORTED_FORMATS),
         ) from None

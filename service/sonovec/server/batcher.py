@@ -108,6 +108,8 @@ class Batcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         workers: int = 1,
         name: str = "batcher",
+        max_queue_wait_s: float = math.inf,
+        on_refuse: Callable[[str], None] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"a batcher needs at least one worker; got {workers}")
@@ -115,9 +117,12 @@ class Batcher:
         self.max_batch_cost = max_batch_cost
         self.max_wait_s = max_wait_s
         self.max_queue_cost = max_queue_cost
+        self.max_queue_wait_s = max_queue_wait_s
         self._on_batch = on_batch
+        self._on_refuse = on_refuse
         self._queues: dict[BatchKey, deque[_Job]] = {}
         self._queued_cost = 0.0
+        self._running_cost = 0.0  # cost of the batches being run now: still ahead of a new request
         self._queued_jobs = 0
         self._cond = threading.Condition()
         self._stopping = False
@@ -147,12 +152,7 @@ class Batcher:
         with self._cond:
             if self._stopping:
                 raise SonovecError(ErrorKind.UNAVAILABLE, "the service is shutting down", retry_after=1.0)
-            if self._queued_cost + total > self.max_queue_cost:
-                raise SonovecError(
-                    ErrorKind.OVERLOADED,
-                    f"queue full: {self._queued_cost:.0f} of {self.max_queue_cost:.0f} audio seconds waiting",
-                    retry_after=self.retry_after(),
-                )
+            self._admit(total, ticket)
             queue = self._queues.setdefault(key, deque())
             for payload, cost, future in zip(payloads, costs, futures, strict=True):
                 queue.append(_Job(payload, cost, ticket, future))
@@ -161,11 +161,61 @@ class Batcher:
             self._cond.notify()
         return futures
 
+    def _admit(self, total: float, ticket: Ticket) -> None:
+        """Under the lock: refuse (OVERLOADED) a request whose windows would not fit the queue's
+        memory bound (audio seconds), or would wait longer than ``max_queue_wait_s`` or than its
+        own deadline allows, by the projected wait: queued cost / measured throughput."""
+        if self._queued_cost + total > self.max_queue_cost:
+            self._refuse("queue_cost")
+            raise SonovecError(
+                ErrorKind.OVERLOADED,
+                f"queue full: {self._queued_cost:.0f} of {self.max_queue_cost:.0f} audio seconds waiting",
+                retry_after=self.retry_after(),
+            )
+        # the wait ahead of this request, with one batch of slack (its windows may wait for a
+        # batch to form; its reply is pooled and sent after). Its own work is not counted here: a
+        # request that alone needs longer than the bound would otherwise never be served
+        wait = self.projected_wait() + self._seconds_for(self.max_batch_cost)
+        if wait > self.max_queue_wait_s:
+            self._refuse("queue_wait")
+            raise SonovecError(
+                ErrorKind.OVERLOADED,
+                f"queue wait would be about {wait:.1f} s, over the {self.max_queue_wait_s:g} s bound",
+                retry_after=max(1.0, wait - self.max_queue_wait_s),
+            )
+        finish = wait + self._seconds_for(total)  # until its last window is done
+        left = ticket.deadline - time.monotonic()
+        if finish > left:
+            self._refuse("deadline")
+            raise SonovecError(
+                ErrorKind.OVERLOADED,
+                f"the queue (about {wait:.1f} s of wait) would outlast the request's deadline ({left:.1f} s)",
+                retry_after=max(1.0, finish - left),
+            )
+
+    def _refuse(self, reason: str) -> None:
+        if self._on_refuse is not None:
+            self._on_refuse(reason)
+
+    @property
+    def throughput(self) -> float:
+        """Audio seconds per second all workers achieve together (moving average of measured
+        batches; 0 until the first batch ran)."""
+        return self._throughput * len(self._threads)
+
+    def _seconds_for(self, cost: float) -> float:
+        return 0.0 if self._throughput <= 0 else cost / self.throughput
+
+    def projected_wait(self) -> float:
+        """Seconds a request queued now would wait before its first window runs: queued and
+        running cost over the measured throughput (0 until a batch has been measured)."""
+        return self._seconds_for(self._queued_cost + self._running_cost)
+
     def retry_after(self) -> float:
         """Seconds until the current queue has likely drained, at the measured throughput."""
         if self._throughput <= 0:
             return 1.0
-        return float(max(1, math.ceil(self._queued_cost / (self._throughput * len(self._threads)))))
+        return float(max(1, math.ceil(self.projected_wait())))
 
     @property
     def queued_cost(self) -> float:
@@ -188,13 +238,33 @@ class Batcher:
     # ---- the worker ----
 
     def _work(self) -> None:
+        cycle_start = time.monotonic()
         while True:
             with self._cond:
                 batch = self._next_batch()
                 if batch is None:
                     return
+            taken = time.monotonic()
             key, jobs = batch
-            self._run(key, jobs)
+            cost = sum(job.cost for job in jobs)
+            with self._cond:
+                self._running_cost += cost
+            try:
+                ran = self._run(key, jobs)
+            finally:
+                with self._cond:
+                    self._running_cost = max(0.0, self._running_cost - cost)
+            if ran:
+                # throughput over the whole cycle (taking the batch, running it, settling its
+                # futures) when the worker went straight on: the rate the queue really drains at
+                busy = taken - cycle_start <= max(self.max_wait_s, 1e-3)
+                since = cycle_start if busy else taken
+                self._observe_rate(cost, time.monotonic() - since)
+            cycle_start = time.monotonic()
+
+    def _observe_rate(self, cost: float, seconds: float) -> None:
+        rate = cost / max(seconds, 1e-6)
+        self._throughput = rate if self._throughput == 0 else 0.8 * self._throughput + 0.2 * rate
 
     def _next_batch(self) -> tuple[BatchKey, list[_Job]] | None:
         """Under the lock: wait for a batch that is full or old enough; None once stopped and empty."""
@@ -246,9 +316,10 @@ class Batcher:
             return True
         return False
 
-    def _run(self, key: BatchKey, jobs: list[_Job]) -> None:
+    def _run(self, key: BatchKey, jobs: list[_Job]) -> bool:
+        """Run one batch and settle its futures; True if the model call succeeded."""
         if not jobs:
-            return
+            return False
         started = time.monotonic()
         try:
             results = self._runner(key, [job.payload for job in jobs])
@@ -259,17 +330,18 @@ class Batcher:
             error = (
                 exc
                 if isinstance(exc, SonovecError)
-                else SonovecError(ErrorKind.INTERNAL, f"model call failed: {type(exc).__name__}: {exc}")
+                else SonovecError(
+                    ErrorKind.INTERNAL, f"model call failed ({type(exc).__name__}); see the server log"
+                )
             )
             for job in jobs:
                 _settle(job.future, error=error)
-            return
+            return False
         elapsed = time.monotonic() - started
         cost = sum(job.cost for job in jobs)
-        rate = cost / max(elapsed, 1e-6)
-        self._throughput = rate if self._throughput == 0 else 0.8 * self._throughput + 0.2 * rate
         if self._on_batch is not None:  # before the results, so a caller sees its own batch counted
             waits = [started - job.enqueued for job in jobs]
             self._on_batch(BatchStats(key, len(jobs), cost, waits, elapsed))
         for job, result in zip(jobs, results, strict=True):
             _settle(job.future, result=result)
+        return True

@@ -64,7 +64,7 @@ class ModelScore:
 
 
 def labelled_recordings(folder: Path, extensions: Sequence[str]) -> tuple[list[Path], list[str]]:
-    paths = [p for p in find_recordings(folder, tuple(extensions)) if len(p.parts) > 1]
+    paths = [p for p in find_recordings(folder, tuple(extensions)).recordings if len(p.parts) > 1]
     return paths, [p.parts[0] for p in paths]
 
 

@@ -7,14 +7,16 @@ lookup -> windows -> batcher -> engine -> reassembly in window order -> pooling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import io
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +34,7 @@ from sonovec.server.audio import (
     from_array,
 )
 from sonovec.server.batcher import Batcher, BatchKey, Ticket
+from sonovec.server.budget import MemoryBudget, Reservation
 from sonovec.server.cache import EmbeddingCache, cache_key
 from sonovec.server.engine import DecodeIn, DecodeLatentsIn, EncodeIn, EncodeOut, Engine
 from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found, too_large
@@ -39,6 +42,9 @@ from sonovec.server.metrics import Metrics
 from sonovec.server.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The memory-budget shares of the current request's decodes (released when it ends).
+_decoded: contextvars.ContextVar[list[Reservation]] = contextvars.ContextVar("sonovec_decoded")
 
 # The audio ``encoding`` field of both transports: "auto" (encoded bytes), or raw PCM.
 _PCM_ENCODINGS: dict[str, Literal["f32le", "s16le"]] = {"pcm_f32le": "f32le", "pcm_s16le": "s16le"}
@@ -119,6 +125,7 @@ class EmbedResult:
     cached: bool
     frames: np.ndarray | None = None  # [F, D] float32
     frame_times: np.ndarray | None = None  # [F] seconds from the start of the recording
+    warnings: list[str] = field(default_factory=list)  # e.g. truncated audio, decoded in part
 
 
 @dataclass
@@ -242,6 +249,12 @@ class Service:
             max_seconds=settings.max_audio_seconds,
             max_channels=settings.max_channels,
         )
+        self.memory = MemoryBudget(
+            settings.max_inflight_bytes,
+            on_change=self.metrics.memory_inflight.set,
+            on_refuse=lambda: self.metrics.refused.labels("memory").inc(),
+        )
+        self.metrics.memory_budget.set(settings.max_inflight_bytes)
         self.engine = Engine(backends)
         self.batcher = Batcher(
             self.engine,
@@ -250,8 +263,12 @@ class Service:
             max_queue_cost=settings.max_queue_seconds,
             on_batch=self.metrics.observe_batch,
             workers=settings.workers,
+            max_queue_wait_s=settings.max_queue_wait_s,
+            on_refuse=lambda reason: self.metrics.refused.labels(reason).inc(),
         )
         self.metrics.watch_queue(lambda: self.batcher.queued_cost, lambda: self.batcher.queued_jobs)
+        self.metrics.projected_wait.set_function(self.batcher.projected_wait)
+        self.metrics.throughput.set_function(lambda: self.batcher.throughput)
         for info in self.infos.values():
             self.metrics.weights.labels(
                 info.name, info.backend, info.device, info.weights_fingerprint, str(info.pretrained).lower()
@@ -261,12 +278,9 @@ class Service:
     # ---- life cycle (the runtime calls these) ----
 
     def start(self) -> None:
-        """Start the batch workers and warm every model up with one full window."""
+        """Start the batch workers and warm every model up (``Engine.warmup``: every graph shape)."""
         self.batcher.start()
-        for name, backend in self.backends.items():
-            spec = backend.spec
-            silence = np.zeros((spec.channels, spec.window), np.float32)
-            self.engine(BatchKey(name, "encode"), [EncodeIn(silence, 0)])
+        self.engine.warmup()
 
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new requests, let queued windows finish, stop the workers (blocking)."""
@@ -302,10 +316,25 @@ class Service:
             raise invalid(f"timeout must be positive, got {timeout_s}", field="timeout_s")
         timeout = min(timeout_s or self.settings.request_timeout_s, self.settings.request_timeout_s)
         ticket = Ticket(time.monotonic() + timeout)
+        held = _decoded.set([])
         try:
             yield ticket
         finally:
             ticket.cancel()  # drops any window still queued (error, disconnect, deadline)
+            for reservation in _decoded.get():
+                reservation.release()
+            with contextlib.suppress(ValueError):  # ended in another context
+                _decoded.reset(held)
+
+    def _reserve_decoded(self) -> Callable[[int], None] | None:
+        """A share of the memory budget for one decode, returned when its request ends; None
+        outside a request (nothing would return it)."""
+        reservations = _decoded.get(None)
+        if reservations is None:
+            return None
+        reservation = self.memory.reservation("audio")
+        reservations.append(reservation)
+        return reservation.grow_to
 
     async def ingest(
         self, source: AudioSource, backend: Backend, field: str = "audio", *, digest: bool = False
@@ -315,7 +344,11 @@ class Service:
         return await asyncio.to_thread(self._ingest, source, backend, field, digest)
 
     def _ingest(self, source: AudioSource, backend: Backend, field: str, digest: bool) -> Ingested:
+        return self.prepare(self._decode(source, backend, field), backend, digest=digest)
+
+    def _decode(self, source: AudioSource, backend: Backend, field: str) -> Recording:
         spec = backend.spec
+        reserve = self._reserve_decoded()
         if source.array is not None:
             if source.sample_rate is None:
                 raise invalid("an array needs its sample rate", field=f"{field}.sample_rate")
@@ -326,6 +359,7 @@ class Service:
                 target_channels=spec.channels,
                 limits=self.limits,
                 field=field,
+                reserve=reserve,
             )
         elif source.data is not None:
             recording = decode_audio(
@@ -335,9 +369,16 @@ class Service:
                 limits=self.limits,
                 pcm=source.pcm,
                 field=field,
+                reserve=reserve,
             )
         else:
             raise invalid("no audio given", field=field, allowed="encoded audio bytes, raw PCM, or samples")
+        return recording
+
+    def prepare(self, recording: Recording, backend: Backend, *, digest: bool = False) -> Ingested:
+        """A decoded recording cut into its windows (blocking: call it in a worker thread), with
+        the sha256 of its PCM when ``digest`` (embeddings' cache key)."""
+        spec = backend.spec
         windows = plan_windows(spec, recording.num_samples)
         items = [
             EncodeIn(np.ascontiguousarray(recording.samples[:, w.fed]), w.context // spec.hop_length)
@@ -398,17 +439,21 @@ class Service:
         latents = None
         if stats is None:
             latents = await self._latents(ingested, backend, ticket)
-            stats = latents.stats
+            stats = _finite_output(latents.stats, "pooled statistics")
             await self.cache.put(key, stats)
         recording = ingested.recording
+        vector = pooling.finish(stats, options.pooling, options.normalize)
+        if options.normalize and not np.any(vector):
+            raise _degenerate("an all-zero vector, which has no direction to normalise")
         result = EmbedResult(
             model=self.info(backend),
-            vector=pooling.finish(stats, options.pooling, options.normalize),
+            vector=_finite_output(vector, "vector"),
             pooling=options.pooling,
             normalized=options.normalize,
             duration_s=recording.duration_s,
             num_windows=len(ingested.windows),
             cached=cached,
+            warnings=list(recording.warnings),
         )
         if options.frames and latents is not None:
             result.frames = np.ascontiguousarray(latents.frames.T)
@@ -473,6 +518,9 @@ class Service:
             outputs = await self._run(BatchKey(spec.name, "decode"), items, costs, ticket)
         stride = spec.stride if spec.segmented else None
         audio = await asyncio.to_thread(reassembly.join_audio, outputs, stride, num_samples)
+        if not np.all(np.isfinite(audio)):
+            raise invalid("the codes and scales decode to non-finite audio", field="scales",
+                          allowed="scales as encode returns them (finite audio out)")
         return DecodeResult(self.info(backend), audio)
 
     async def latents(
@@ -591,7 +639,9 @@ class Service:
         key = BatchKey(spec.name, "quantize" if bandwidth is not None else "encode", bandwidth or 0.0)
         costs = [item.audio.shape[-1] / spec.sample_rate for item in ingested.items]
         outputs: list[EncodeOut] = await self._run(key, ingested.items, costs, ticket)
-        return await asyncio.to_thread(reassembly.latents, spec.hop_length, ingested.windows, outputs)
+        latents = await asyncio.to_thread(reassembly.latents, spec.hop_length, ingested.windows, outputs)
+        _finite_output(latents.frames, "latents")
+        return latents
 
     async def _run(self, key: BatchKey, items: list[Any], costs: list[float], ticket: Ticket) -> list[Any]:
         futures: list[Future[Any]] = self.batcher.submit(key, items, costs, ticket)
@@ -602,6 +652,22 @@ class Service:
             raise SonovecError(
                 ErrorKind.DEADLINE, "request deadline passed before the model finished"
             ) from None
+
+
+def _degenerate(what: str) -> SonovecError:
+    return invalid(
+        f"the model gave {what} for this recording",
+        field="audio",
+        allowed="audio within the documented sample range (|x| <= 100, finite), not silent",
+    )
+
+
+def _finite_output(array: np.ndarray, what: str) -> np.ndarray:
+    """``array`` if every value is finite; else the request fails (nothing non-finite is returned,
+    cached or stored)."""
+    if not np.all(np.isfinite(array)):
+        raise _degenerate(f"non-finite {what}")
+    return array
 
 
 def _check_pooling(name: str) -> None:

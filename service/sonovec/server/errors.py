@@ -15,6 +15,7 @@ class ErrorKind(str, Enum):
     TOO_LARGE = "payload_too_large"  # over a stated limit (bytes, seconds, channels)
     UNSUPPORTED = "unsupported_media_type"  # audio we cannot decode
     NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # REST only: a known path, another method
     CONFLICT = "conflict"  # e.g. a collection that already exists, or another embedding space
     UNAUTHENTICATED = "unauthenticated"
     OVERLOADED = "overloaded"  # queue full: retry after ``retry_after`` seconds
@@ -29,6 +30,7 @@ HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.TOO_LARGE: 413,
     ErrorKind.UNSUPPORTED: 415,
     ErrorKind.NOT_FOUND: 404,
+    ErrorKind.METHOD_NOT_ALLOWED: 405,
     ErrorKind.CONFLICT: 409,
     ErrorKind.UNAUTHENTICATED: 401,
     ErrorKind.OVERLOADED: 429,
@@ -44,6 +46,7 @@ GRPC_CODE: dict[ErrorKind, str] = {
     ErrorKind.TOO_LARGE: "INVALID_ARGUMENT",
     ErrorKind.UNSUPPORTED: "INVALID_ARGUMENT",
     ErrorKind.NOT_FOUND: "NOT_FOUND",
+    ErrorKind.METHOD_NOT_ALLOWED: "UNIMPLEMENTED",
     ErrorKind.CONFLICT: "FAILED_PRECONDITION",
     ErrorKind.UNAUTHENTICATED: "UNAUTHENTICATED",
     ErrorKind.OVERLOADED: "RESOURCE_EXHAUSTED",
@@ -73,6 +76,7 @@ class SonovecError(Exception):
         self.field = field
         self.allowed = allowed
         self.retry_after = retry_after
+        self.request_id: str | None = None  # set on INTERNAL errors: the id in the server's log
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"kind": self.kind.value, "message": self.message}
@@ -82,6 +86,8 @@ class SonovecError(Exception):
             body["allowed"] = self.allowed
         if self.retry_after is not None:
             body["retry_after_s"] = self.retry_after
+        if self.request_id is not None:
+            body["request_id"] = self.request_id
         return {"error": body}
 
     def __str__(self) -> str:

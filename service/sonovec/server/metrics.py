@@ -72,6 +72,12 @@ class Metrics:
             ["backend", "direction"],
             registry=r,
         )
+        self.map_cache = Counter(
+            "sonovec_map_cache_requests",
+            "Explorer map and cluster cache lookups by kind (map, clusters) and result (hit, miss).",
+            ["kind", "result"],
+            registry=r,
+        )
         self.cache_errors = Counter(
             "sonovec_cache_errors",
             "Cache operations that failed (the cache was bypassed).",
@@ -85,6 +91,31 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("sonovec_ready", "1 when models are loaded and warm.", registry=r)
+        self.memory_inflight = Gauge(
+            "sonovec_memory_inflight_bytes",
+            "Bytes held by requests in flight (bodies and decoded audio), against the budget.",
+            registry=r,
+        )
+        self.memory_budget = Gauge(
+            "sonovec_memory_budget_bytes", "The memory budget of requests in flight.", registry=r
+        )
+        self.refused = Counter(
+            "sonovec_admission_refused",
+            "Requests refused at admission, by reason: memory (budget full), queue_cost (audio "
+            "seconds queued), queue_wait (projected wait over the bound), deadline (the request's own).",
+            ["reason"],
+            registry=r,
+        )
+        self.projected_wait = Gauge(
+            "sonovec_queue_projected_wait_seconds",
+            "Queued audio seconds over the measured throughput: how long a new request would wait.",
+            registry=r,
+        )
+        self.throughput = Gauge(
+            "sonovec_engine_throughput_audio_seconds_per_second",
+            "Audio seconds per second the engine achieves (all workers; moving average).",
+            registry=r,
+        )
 
     def watch_queue(self, seconds: Callable[[], float], windows: Callable[[], float]) -> None:
         self.queue_depth_seconds.set_function(seconds)

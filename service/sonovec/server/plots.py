@@ -32,9 +32,27 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def colour_range(matrix: np.ndarray) -> tuple[float, float]:
+    """The colour scale of an [S, S] similarity matrix: its off-diagonal minimum and maximum.
+
+    Embeddings of one recording are alike (a cosine of 0.95-1.0 is typical), so a fixed -1..1 scale
+    paints them one colour; the diagonal (1 by definition) would set the top and is left out."""
+    off_diagonal = matrix[~np.eye(len(matrix), dtype=bool)] if matrix.ndim == 2 else matrix.ravel()
+    values = off_diagonal if off_diagonal.size else matrix.ravel()
+    low, high = float(values.min()), float(values.max())
+    if high - low < 1e-6:  # all equal: a small band around the value, so the bar still has a scale
+        low, high = low - 1e-3, high + 1e-3
+    return low, high
+
+
 def similarity_png(matrix: np.ndarray, starts_s: np.ndarray | None = None, title: str = "") -> bytes:
-    """An [S, S] cosine-similarity matrix as a heat map; axes in seconds when the [S] segment starts
+    """An [S, S] cosine-similarity matrix as a heat map, coloured over the matrix's own off-diagonal
+    range (``colour_range``, said on the colour bar); axes in seconds when the [S] segment starts
     are given."""
+    return _png(similarity_figure(matrix, starts_s, title))
+
+
+def similarity_figure(matrix: np.ndarray, starts_s: np.ndarray | None = None, title: str = "") -> Figure:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     extent = None
@@ -44,10 +62,17 @@ def similarity_png(matrix: np.ndarray, starts_s: np.ndarray | None = None, title
         extent = (float(starts_s[0]), end, end, float(starts_s[0]))
         ax.set_xlabel("time (s)")
         ax.set_ylabel("time (s)")
-    image = ax.imshow(matrix, cmap="magma", vmin=-1.0, vmax=1.0, extent=extent, interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="cosine similarity")
+    low, high = colour_range(matrix)
+    image = ax.imshow(matrix, cmap="magma", vmin=low, vmax=high, extent=extent, interpolation="nearest")
+    extend = "max" if float(matrix.max()) > high else "neither"  # the diagonal, above the scale
+    fig.colorbar(
+        image,
+        ax=ax,
+        extend=extend,
+        label=f"cosine similarity (colours span this matrix: {low:.3f} to {high:.3f})",
+    )
     ax.set_title(title or "self-similarity")
-    return _png(fig)
+    return fig
 
 
 MARKERS = "os^Dvp*hX<>P8"

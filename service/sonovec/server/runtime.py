@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 
 from sonovec.models import Backend, BackendOptions, load_backend
 from sonovec.server.collections import Collections, store_for
+from sonovec.server.collections.manager import blobs_for
 from sonovec.server.core import Service
 from sonovec.server.errors import ErrorKind, SonovecError
 from sonovec.server.metrics import Metrics
@@ -81,11 +82,17 @@ class Runtime:
     """Everything a server or a tool needs, built once from ``settings``.
 
     ``models`` narrows what is loaded (``sonovec extract`` loads only the model it uses); the first
-    is the default model.
+    is the default model. ``collections=False``: no collections (nothing opened under the data dir
+    or in Redis), for tools that only embed.
     """
 
     def __init__(
-        self, settings: Settings, *, metrics: Metrics | None = None, models: Sequence[str] | None = None
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        models: Sequence[str] | None = None,
+        collections: bool = True,
     ) -> None:
         if models is not None:
             settings = settings.model_copy(update={"models": list(models)})
@@ -95,6 +102,7 @@ class Runtime:
         self.error: str | None = None
         self._service: Service | None = None
         self._collections: Collections | None = None
+        self._with_collections = collections
         self._listeners: list[Callable[[State], None]] = []
 
     # ---- the pieces (available once loaded) ----
@@ -152,7 +160,16 @@ class Runtime:
         )
         service.start()
         self._service = service
-        self._collections = Collections(service, store_for(settings), max_recordings=settings.max_recordings)
+        if self._with_collections:
+            self._collections = Collections(
+                service,
+                store_for(settings),
+                max_recordings=settings.max_recordings,
+                indexes_dir=settings.data_dir / "indexes",
+                blobs=blobs_for(settings),
+                codec=service,
+                metrics=self.metrics,
+            )
 
     def start_sync(self) -> Runtime:
         """``load``, then READY (collections open on first use): for in-process callers without a
@@ -166,7 +183,8 @@ class Runtime:
         followed), then READY. On failure: FAILED, with ``error``, and the exception raised."""
         try:
             await asyncio.to_thread(self._guarded_load)
-            await self.collections.open()
+            if self._collections is not None:
+                await self._collections.open()
         except Exception as exc:
             self._fail(exc)
             raise

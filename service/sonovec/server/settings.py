@@ -40,10 +40,10 @@ class Settings(BaseSettings):
         description="Comma-separated models to load; the first is the default "
         "(encodec_48khz, encodec_24khz).",
     )
-    backend: Literal["torch", "onnx", "fake"] = Field(
-        "torch",
-        description="Model runtime: torch, onnx (ONNX Runtime), or fake "
-        "(tiny deterministic stand-in, tests only).",
+    backend: Literal["auto", "torch", "onnx", "fake"] = Field(
+        "auto",
+        description="Model runtime: auto (ONNX Runtime on CPU, exported once per weights and cached "
+        "under data_dir; torch on CUDA), torch, onnx, or fake (tiny deterministic stand-in, tests only).",
     )
     weights: str = Field(
         "pretrained",
@@ -59,7 +59,11 @@ class Settings(BaseSettings):
         description="fake backend only: simulated model time per audio second (load and drain tests).",
     )
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Model precision.")
+    precision: Literal["fp32", "bf16", "fp16", "int8"] = Field(
+        "fp32",
+        description="Model precision of embeddings and decoding (codes always come from fp32 latents): "
+        "fp32; int8 (onnx on CPU: quantized encoder convolutions); bf16 (torch, CPU or CUDA); fp16 (CUDA).",
+    )
     threads: int = Field(
         0,
         ge=0,
@@ -84,6 +88,12 @@ class Settings(BaseSettings):
     max_queue_seconds: float = Field(
         1800.0, gt=0, description="Audio seconds queued at most; beyond it requests get 429 + Retry-After."
     )
+    max_queue_wait_s: float = Field(
+        30.0,
+        gt=0,
+        description="Admission bound on the projected queue wait (queued audio seconds over the "
+        "measured throughput); beyond it, or beyond a request's own deadline, 429 + Retry-After.",
+    )
     request_timeout_s: float = Field(
         300.0, gt=0, description="Default deadline of a request (a client may ask for less)."
     )
@@ -95,6 +105,13 @@ class Settings(BaseSettings):
         8, ge=1, description="Most channels a recording may have (mixed to the model's)."
     )
     max_recordings: int = Field(64, ge=1, description="Most recordings in one similarity request.")
+    max_inflight_bytes: int = Field(
+        4 * 2**30,
+        gt=0,
+        description="Memory budget across requests in flight: request bodies (counted 3x: bytes, "
+        "parsed text, decoded audio bytes) and decoded audio (twice, at the model's rate). Beyond it "
+        "429 + Retry-After; a request that alone needs more: 413.",
+    )
 
     # --- storage ---
     data_dir: Path = Field(Path("data"), description="Where collections, probes and exports live.")

@@ -19,11 +19,11 @@ import torch
 from audiofiles import chord_batch
 
 from sonovec.models import onnx_export, onnx_latents
-from sonovec.models.base import Backend, BackendOptions, ModelSpec, plan_windows
+from sonovec.models.base import Backend, BackendOptions, ModelSpec, plan_windows, tail_groups
 from sonovec.models.encodec_onnx import OnnxBackend
 from sonovec.models.encodec_torch import TorchBackend
 from sonovec.models.reference import reference_latents
-from sonovec.models.registry import get_spec, load_backend
+from sonovec.models.registry import get_spec, load_backend, resolve_kind
 from sonovec.server.batcher import BatchKey
 from sonovec.server.engine import EncodeIn, Engine
 
@@ -170,6 +170,43 @@ def test_parallel_workers_give_the_same_result(onnx_backends: dict[str, OnnxBack
     one.close()
 
 
+@pytest.mark.parametrize("model", list(SECONDS))
+def test_mixed_lengths_in_one_call_equal_each_window_alone(onnx_backends: dict[str, OnnxBackend],
+                                                           model: str) -> None:
+    """``encode_windows``: fronts one window each, tails of 24 kHz windows right-padded together,
+    each equal to the unmodified EncodecModel encoder on that window alone."""
+    onnx = onnx_backends[model]
+    spec = onnx.spec
+    seconds = (1.0, 1.0, 0.01, 0.3, 0.77)
+    if spec.causal:
+        seconds = (0.02, 0.075, 0.09, 0.5, 3.0, 2.6, 10.0, 12.0)
+    wavs = [make_audio(spec, s, 1, seed)[0] for seed, s in enumerate(seconds)]
+    frames = [spec.num_frames(w.shape[-1]) for w in wavs]
+    if spec.causal:
+        assert len(tail_groups(spec, frames)) < len(set(frames))  # lengths really share padded calls
+    reference = torch_backend(model)
+    for wav, (latents, scale) in zip(wavs, onnx.encode_windows(wavs), strict=True):
+        with torch.inference_mode():
+            x = torch.from_numpy(wav[None])
+            want_scale = torch.ones(())
+            if spec.normalize:
+                want_scale = 1e-8 + x.mean(1, keepdim=True).pow(2).mean(2, keepdim=True).sqrt()
+            want = reference.model.encoder(x / want_scale)[0].numpy()
+        assert latents.shape == want.shape
+        assert relative_error(latents, want) < LATENT_RTOL
+        assert scale == pytest.approx(float(want_scale), rel=1e-5)
+
+
+def test_auto_is_onnx_on_the_cpu_and_torch_for_what_onnx_cannot_run(cache_dir: Path) -> None:
+    options = BackendOptions(model="encodec_24khz", weights="random", device="cpu", cache_dir=str(cache_dir))
+    assert resolve_kind("auto", options) == "onnx"
+    assert load_backend("auto", options).kind == "onnx"  # reuses the session's export
+    bf16 = BackendOptions(model="encodec_24khz", precision="bf16", device="cpu")
+    assert resolve_kind("auto", bf16) == "torch"
+    assert resolve_kind("auto", BackendOptions(model="encodec_24khz", device="cuda:0")) == "torch"
+    assert resolve_kind("torch", options) == "torch"
+
+
 # --- the export and its cache --------------------------------------------------------------------
 
 
@@ -222,7 +259,7 @@ def test_naive_export_bakes_the_length_in() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"precision": "bf16"}, "fp32 only"),
+        ({"precision": "bf16"}, "fp32 or int8"),
         ({"device": "tpu"}, "unknown device"),
     ],
 )

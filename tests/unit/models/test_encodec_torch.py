@@ -266,17 +266,17 @@ def test_concurrent_calls_equal_sequential_ones() -> None:
         assert relative_error(g, w) <= 1e-6
 
 
-def test_workers_divide_the_cores_among_them() -> None:
+def test_cpu_calls_run_as_parallel_single_thread_calls() -> None:
+    """``threads`` single-thread model calls side by side (0: one per core), whatever the workers."""
     before = torch.get_num_threads()
     try:
-        load_backend("torch", BackendOptions(model="encodec_24khz", weights="random", threads=2, workers=2))
-        assert torch.get_num_threads() == 1
-        load_backend("torch", BackendOptions(model="encodec_24khz", weights="random", threads=4, workers=3))
-        assert torch.get_num_threads() == 1
-        load_backend("torch", BackendOptions(model="encodec_24khz", weights="random", threads=4, workers=2))
-        assert torch.get_num_threads() == 2
-        load_backend("torch", BackendOptions(model="encodec_24khz", weights="random"))  # all cores again
-        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+        options = BackendOptions(model="encodec_24khz", weights="random", threads=2, workers=2)
+        two = load_backend("torch", options)
+        assert torch.get_num_threads() == 1 and two.threads == 2  # type: ignore[attr-defined]
+        one = load_backend("torch", BackendOptions(model="encodec_24khz", weights="random", threads=1))
+        assert one.threads == 1 and one._pool is None  # type: ignore[attr-defined]
+        every = load_backend("torch", BackendOptions(model="encodec_24khz", weights="random"))
+        assert every.threads == len(os.sched_getaffinity(0))  # type: ignore[attr-defined]
     finally:
         torch.set_num_threads(before)
 

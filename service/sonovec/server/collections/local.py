@@ -85,8 +85,13 @@ class LocalStore:
                 continue
             info = CollectionInfo.from_json((directory / INFO).read_text())
             state, replayed = load_collection(directory, CollectionState(info))
+            wal = WriteAheadLog(directory / WAL)
+            if (directory / WAL).stat().st_size:  # compact now, or the same ops are replayed at every
+                # start until the next write
+                write_snapshot(directory, state.snapshot())
+                wal.truncate()
             self.states[info.name] = state
-            self._disks[info.name] = _Disk(directory, WriteAheadLog(directory / WAL), state.seq)
+            self._disks[info.name] = _Disk(directory, wal, state.seq)
             log.info("collection %s: %d items (%d ops replayed from the log)",
                      info.name, len(state), replayed)
 
@@ -158,7 +163,8 @@ class LocalStore:
                 await self._snapshot_due(force=stop)
             except Exception as exc:  # a disk error fails these writes, never the writer
                 log.exception("collections writer")
-                _fail(work, SonovecError(ErrorKind.INTERNAL, f"storage error: {type(exc).__name__}: {exc}"))
+                reason = f"storage error ({type(exc).__name__}); see the server log"
+                _fail(work, SonovecError(ErrorKind.INTERNAL, reason))
             if stop:
                 return
 

@@ -15,15 +15,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from sonovec.server import pooling as pooling_ops
 from sonovec.server.collections import classify as knn
+from sonovec.server.collections.blobs import BlobStore, Codec, KeptAudio, LocalBlobStore
 from sonovec.server.collections.classify import Probe
 from sonovec.server.collections.local import LocalStore
+from sonovec.server.collections.maps import ClusterOptions, ClusterResult, MapOptions, MapResult, Maps
 from sonovec.server.collections.options import ClassifyOptions, CreateOptions, ProbeOptions, SearchOptions
+from sonovec.server.collections.ondisk import DiskCollection, DiskCollections
 from sonovec.server.collections.spec import (
     Classification,
     CollectionInfo,
@@ -36,6 +40,7 @@ from sonovec.server.collections.spec import (
     SpaceClaim,
     check_item_id,
     check_labels,
+    check_lookup_id,
     check_metadata,
     check_name,
     check_vector,
@@ -43,6 +48,7 @@ from sonovec.server.collections.spec import (
 from sonovec.server.collections.state import CollectionState, Op
 from sonovec.server.core import AudioSource, EmbedOptions, EmbedResult, ModelInfo
 from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found
+from sonovec.server.metrics import Metrics
 from sonovec.server.settings import Settings
 
 MAX_ITEMS_PER_WRITE = 1024
@@ -80,6 +86,16 @@ def store_for(settings: Settings) -> Store:
     return LocalStore(settings.data_dir / "collections", snapshot_interval_s=settings.snapshot_interval_s)
 
 
+def blobs_for(settings: Settings) -> BlobStore:
+    """Where collections keep recordings (``CreateOptions.keep_audio``): Redis with ``--redis-url``
+    (every replica plays every item), else ``data_dir/audio``."""
+    if settings.redis_url:
+        from sonovec.server.collections.redis_blobs import RedisBlobStore
+
+        return RedisBlobStore(settings.redis_url, settings.redis_prefix)
+    return LocalBlobStore(settings.data_dir / "audio")
+
+
 async def _all_or_none(calls: list[Coroutine[Any, Any, np.ndarray]]) -> list[np.ndarray]:
     """Every result, or the first error with the other calls cancelled (no embedding left
     running for a write that has already failed)."""
@@ -94,10 +110,17 @@ async def _all_or_none(calls: list[Coroutine[Any, Any, np.ndarray]]) -> list[np.
 
 
 class Collections:
-    def __init__(self, embedder: Embedder, store: Store, *, max_recordings: int) -> None:
+    def __init__(
+        self, embedder: Embedder, store: Store, *, max_recordings: int, indexes_dir: Path | None = None,
+        blobs: BlobStore | None = None, codec: Codec | None = None, metrics: Metrics | None = None,
+    ) -> None:
         self._embedder = embedder
+        self._audio = KeptAudio(blobs, codec)
+        self._maps = Maps(None if metrics is None else metrics.map_cache)
         self.store = store
         self._max_recordings = max_recordings
+        # read-only collections built by ``sonovec index build`` (ondisk.py); none without a folder
+        self.built = DiskCollections(indexes_dir)
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         self._training = asyncio.Semaphore(1)
@@ -114,6 +137,7 @@ class Collections:
         async with self._open_lock:
             if not self._opened:
                 await self.store.open()
+                await asyncio.to_thread(self.built.open, list(self.store.states))
                 self._opened = True
 
     async def close(self) -> None:
@@ -127,10 +151,20 @@ class Collections:
         self.store.check_available()
 
     async def _state(self, name: str) -> CollectionState:
+        """The collection; a built one (``DiskCollection``) answers the same read methods."""
         await self._ready()
-        state = self.store.states.get(name)
+        state: Any = self.store.states.get(name)
+        if state is None:
+            state = self.built.states.get(name)
         if state is None:
             raise not_found(f"collection {name!r} does not exist", field="collection")
+        return state
+
+    async def _writable(self, name: str) -> CollectionState:
+        state = await self._state(name)
+        if isinstance(state, DiskCollection):
+            raise SonovecError(ErrorKind.CONFLICT, f"collection {name!r} is read-only (built by "
+                               "sonovec index build); rebuild it to change it", field="collection")
         return state
 
     # ---- collections ----
@@ -140,14 +174,18 @@ class Collections:
         name is taken)."""
         await self.open()
         check_name(name)
+        if name in self.built.states:
+            raise SonovecError(ErrorKind.CONFLICT, f"collection {name!r} exists", field="name")
         options.check()
         model = self._embedder.model(options.model)
+        self._audio.check_create(options, model.bandwidths)
         space = EmbeddingSpace(
             model=model.name, weights_fingerprint=model.weights_fingerprint, pooling=options.pooling,
             normalize=options.normalize, dim=model.latent_dim * (2 if options.pooling == "mean_std" else 1),
         )
         info = CollectionInfo(name=name, space=space, index=options.index, description=options.description)
         state = await self.store.create(info)
+        await self._audio.start(info, options)
         return dataclasses.replace(state.info, count=len(state))
 
     async def info(self, name: str) -> CollectionInfo:
@@ -155,7 +193,9 @@ class Collections:
         return dataclasses.replace(state.info, count=len(state))
 
     async def drop(self, name: str) -> None:
-        await self.store.drop(await self._state(name))
+        state = await self._writable(name)
+        await self.store.drop(state)
+        await self._audio.drop(state.info)
 
     # ---- items ----
 
@@ -169,7 +209,7 @@ class Collections:
     ) -> list[str]:
         """Add or replace items (by id). Audio is embedded first; nothing is written unless every
         item is valid. Returns the ids once the write is durable."""
-        state = await self._state(name)
+        state = await self._writable(name)
         if not 1 <= len(items) <= MAX_ITEMS_PER_WRITE:
             raise invalid(f"{len(items)} items", field="items", allowed=f"1 to {MAX_ITEMS_PER_WRITE} items")
         audio_count = sum(item.audio is not None for item in items)
@@ -183,11 +223,15 @@ class Collections:
              check_metadata(item.metadata, f"items[{i}].metadata"))
             for i, item in enumerate(items)
         ]
+        policy = await self._audio.policy(state.info)
+        self._audio.check_sizes(policy, items)
         vectors = await _all_or_none(
             [self._item_vector(state, item, f"items[{i}]", timeout_s) for i, item in enumerate(items)]
         )
+        kept = await self._audio.bodies(state.info, policy, items, timeout_s)
         ops = [Op("upsert", item_id, vector, labels, metadata)
                for (item_id, labels, metadata), vector in zip(fields, vectors, strict=True)]
+        await self._audio.save(state.info, [op.id for op in ops], kept)  # before the ack: kept once durable
         await self.store.write(state, ops)
         return [op.id for op in ops]
 
@@ -200,11 +244,34 @@ class Collections:
 
     async def delete(self, name: str, item_ids: Sequence[str]) -> int:
         """Delete items by id; returns how many existed."""
-        state = await self._state(name)
+        state = await self._writable(name)
         if not 1 <= len(item_ids) <= MAX_ITEMS_PER_WRITE:
             raise invalid(f"{len(item_ids)} ids", field="ids", allowed=f"1 to {MAX_ITEMS_PER_WRITE} ids")
-        changed = await self.store.write(state, [Op("delete", check_item_id(i)) for i in item_ids])
+        changed = await self.store.write(state, [Op("delete", check_lookup_id(i)) for i in item_ids])
+        await self._audio.forget(state.info, item_ids)
         return sum(changed)
+
+    # ---- kept audio, maps and clusters (the explorer) ----
+
+    async def audio(self, name: str, item_id: str) -> bytes:
+        """The item's kept recording as WAV (NOT_FOUND, saying why, when nothing is kept)."""
+        state = await self._state(name)
+        if item_id not in state.items:
+            raise not_found(f"no item {item_id!r} in collection {name!r}", field="id")
+        return await self._audio.wav(state.info, item_id)
+
+    async def audio_policy(self, name: str) -> dict[str, Any]:
+        """What the collection keeps of each recording (``CreateOptions.keep_audio``)."""
+        return await self._audio.policy((await self._state(name)).info)
+
+    async def map(self, name: str, options: MapOptions) -> MapResult:
+        """A 2-D map of the items (PCA, then t-SNE or UMAP), cached per collection version."""
+        state = await self._state(name)
+        return await self._maps.map(state, options, await self._audio.kept(state.info))
+
+    async def clusters(self, name: str, options: ClusterOptions) -> ClusterResult:
+        """Clusters of the items' embeddings (k-means or HDBSCAN) with per-cluster label purity."""
+        return await self._maps.clusters(await self._state(name), options)
 
     # ---- search ----
 
@@ -248,7 +315,7 @@ class Collections:
         exactly one of ``classes``); stores it as the next version of ``probe``."""
         check_name(probe, "probe")
         options.check()
-        state = await self._state(name)
+        state = await self._writable(name)
         vectors, targets = await state.lock.run_read(lambda: state.labelled(options.classes))
         async with self._training:
             trained = await asyncio.to_thread(
@@ -260,13 +327,15 @@ class Collections:
 
     async def probes(self, name: str) -> list[ProbeInfo]:
         """Every stored probe version of the collection."""
-        await self._state(name)
+        if isinstance(await self._state(name), DiskCollection):
+            return []
         bodies = await self.store.load_probes(name)
         infos = [Probe.from_dict(body).info for body in bodies]
         return sorted(infos, key=lambda p: (p.name, p.version))
 
     async def _probe(self, state: CollectionState, probe: str, version: int | None) -> Probe:
-        bodies = [b for b in await self.store.load_probes(state.name) if b["name"] == probe]
+        stored = [] if isinstance(state, DiskCollection) else await self.store.load_probes(state.name)
+        bodies = [b for b in stored if b["name"] == probe]
         if version is not None:
             bodies = [b for b in bodies if b["version"] == version]
         if not bodies:
@@ -332,4 +401,5 @@ class Collections:
     async def list(self) -> list[CollectionInfo]:
         """Every collection, by name."""
         await self._ready()
-        return [dataclasses.replace(s.info, count=len(s)) for _, s in sorted(self.store.states.items())]
+        every: dict[str, Any] = {**self.built.states, **self.store.states}
+        return [dataclasses.replace(s.info, count=len(s)) for _, s in sorted(every.items())]

@@ -11,13 +11,22 @@ import math
 from dataclasses import dataclass, field
 
 from sonovec.server import pooling as pooling_ops
-from sonovec.server.collections.spec import MAX_K, WEIGHTINGS, IndexSpec, check_k, check_labels, check_name
+from sonovec.server.collections.spec import (
+    MAX_K,
+    WEIGHTINGS,
+    IndexSpec,
+    check_description,
+    check_k,
+    check_labels,
+    check_name,
+)
 from sonovec.server.errors import invalid
 
-MAX_DESCRIPTION_CHARS = 1000
 EF_SEARCH_BOUNDS = (1, 4096)
 NPROBE_BOUNDS = (1, 65536)
 FOLDS_BOUNDS = (2, 20)
+KEEP_AUDIO = ("none", "original", "codes")  # what a collection keeps of each recording, to play it
+KEEP_AUDIO_MAX_BYTES = 64 * 1024 * 1024  # the highest per-recording cap a collection may set
 
 
 def _check_between(name: str, value: int | None, bounds: tuple[int, int]) -> None:
@@ -33,24 +42,32 @@ def _check_one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class CreateOptions:
-    """A new collection: its model (None: the server's default), pooling, index, description."""
+    """A new collection: its model (None: the server's default), pooling, index, description;
+    ``keep_audio``: keep each recording to play it ("original" bytes up to ``keep_audio_max_bytes``,
+    or EnCodec "codes" at ``keep_audio_bandwidth`` kbps, played by decoding; "none": keep nothing)."""
 
     model: str | None = None
     pooling: str = "mean"
     normalize: bool = True
     index: IndexSpec = field(default_factory=IndexSpec)
     description: str = ""
+    keep_audio: str = "none"
+    keep_audio_max_bytes: int = 10 * 1024 * 1024
+    keep_audio_bandwidth: float = 6.0
 
     def check(self) -> CreateOptions:
         _check_one_of("pooling", self.pooling, pooling_ops.POOLINGS)
-        if len(self.description) > MAX_DESCRIPTION_CHARS:
-            raise invalid(
-                f"description of {len(self.description)} characters",
-                field="description",
-                allowed=f"at most {MAX_DESCRIPTION_CHARS} characters",
-            )
+        check_description(self.description)
         self.index.check()
+        _check_one_of("keep_audio", self.keep_audio, KEEP_AUDIO)
+        _check_between("keep_audio_max_bytes", self.keep_audio_max_bytes, (1, KEEP_AUDIO_MAX_BYTES))
         return self
+
+    def audio_policy(self) -> dict[str, object]:
+        """What the blob store records for the collection (the bandwidth is checked against the
+        model when the collection is created)."""
+        return {"keep_audio": self.keep_audio, "max_bytes": self.keep_audio_max_bytes,
+                "bandwidth": self.keep_audio_bandwidth}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import time
+import unicodedata
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -221,38 +222,130 @@ class ProbeInfo:
 
 
 # ---- validation shared by every entry point ----
+#
+# One rule for everything stored: what is accepted can be written, read back, served over both
+# transports and replayed after a restart. Names become directories and URL path segments; ids,
+# labels and metadata are stored as JSON and sent back as UTF-8.
+
+NAME_RULE = "1-64 characters: letters, digits, '_', '.', '-' (not first)"
+ID_RULE = (f"1 to {MAX_ID_CHARS} characters of valid Unicode: no control characters, no lone "
+           "surrogates, no '.' or '..' path segments")
+MAX_METADATA_DEPTH = 16
+METADATA_RULE = (f"a JSON object of at most {MAX_METADATA_BYTES} bytes, nested at most {MAX_METADATA_DEPTH} "
+                 "deep, strings of valid Unicode (no lone surrogates), finite numbers")
+
+
+def _unservable_char(text: str, *, controls: bool = True) -> str | None:
+    """The first character that cannot be stored and served back (a lone surrogate, or with
+    ``controls`` a control or line/paragraph separator character), as a description; else None."""
+    for position, char in enumerate(text):
+        category = unicodedata.category(char)
+        if category == "Cs":
+            return f"a lone surrogate U+{ord(char):04X} at position {position}"
+        if controls and (category == "Cc" or category in ("Zl", "Zp")):
+            return f"a control character U+{ord(char):04X} at position {position}"
+    return None
 
 
 def check_name(name: str, field_name: str = "name") -> str:
-    if not NAME_PATTERN.match(name):
-        raise invalid(f"bad name {name!r}", field=field_name,
-                      allowed="1-64 characters: letters, digits, '_', '.', '-' (not first)")
+    if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
+        raise invalid(f"bad name {name!r}", field=field_name, allowed=NAME_RULE)
     return name
 
 
 def check_item_id(item_id: str, field_name: str = "id") -> str:
-    if not item_id or len(item_id) > MAX_ID_CHARS:
-        raise invalid(f"id of {len(item_id)} characters", field=field_name,
-                      allowed=f"1 to {MAX_ID_CHARS} characters")
+    """An id to store: ``ID_RULE``."""
+    check_lookup_id(item_id, field_name)
+    bad = _unservable_char(item_id)
+    if bad is not None:
+        raise invalid(f"id has {bad}", field=field_name, allowed=ID_RULE)
+    if any(segment in (".", "..") for segment in item_id.split("/")):
+        raise invalid(f"id {item_id!r} has a '.' or '..' path segment", field=field_name, allowed=ID_RULE)
     return item_id
 
 
+def check_lookup_id(item_id: str, field_name: str = "id") -> str:
+    """An id to look up or delete: only bounded, so that items stored before ``ID_RULE`` can
+    still be removed."""
+    if not isinstance(item_id, str) or not item_id or len(item_id) > MAX_ID_CHARS:
+        size = len(item_id) if isinstance(item_id, str) else 0
+        raise invalid(f"id of {size} characters", field=field_name, allowed=ID_RULE)
+    return item_id
+
+
+MAX_DESCRIPTION_CHARS = 1000
+
+
+def check_description(text: str, field_name: str = "description") -> str:
+    allowed = f"at most {MAX_DESCRIPTION_CHARS} characters of valid Unicode (no lone surrogates)"
+    if not isinstance(text, str) or len(text) > MAX_DESCRIPTION_CHARS:
+        raise invalid("description is too long or not a string", field=field_name, allowed=allowed)
+    bad = _unservable_char(text, controls=False)
+    if bad is not None:
+        raise invalid(f"description has {bad}", field=field_name, allowed=allowed)
+    return text
+
+
 def check_labels(labels: tuple[str, ...] | list[str], field_name: str = "labels") -> tuple[str, ...]:
-    if len(labels) > MAX_LABELS or any(not label or len(label) > MAX_LABEL_CHARS for label in labels):
-        raise invalid("too many or malformed labels", field=field_name,
-                      allowed=f"at most {MAX_LABELS} labels of 1 to {MAX_LABEL_CHARS} characters")
+    allowed = (f"at most {MAX_LABELS} labels of 1 to {MAX_LABEL_CHARS} characters of valid Unicode "
+               "(no control characters, no lone surrogates)")
+    if len(labels) > MAX_LABELS:
+        raise invalid(f"{len(labels)} labels", field=field_name, allowed=allowed)
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label or len(label) > MAX_LABEL_CHARS:
+            raise invalid(f"label {i} is empty, too long or not a string", field=f"{field_name}[{i}]",
+                          allowed=allowed)
+        bad = _unservable_char(label)
+        if bad is not None:
+            raise invalid(f"label {i} has {bad}", field=f"{field_name}[{i}]", allowed=allowed)
     return tuple(dict.fromkeys(labels))  # unique, in order
 
 
 def check_metadata(metadata: dict[str, Any], field_name: str = "metadata") -> dict[str, Any]:
-    try:
-        size = len(json.dumps(metadata))
-    except (TypeError, ValueError):
-        raise invalid("metadata is not JSON-serialisable", field=field_name) from None
+    """``METADATA_RULE``, checked without recursion (a deep document cannot overflow the stack)."""
+    if not isinstance(metadata, dict):
+        raise invalid("metadata is not a JSON object", field=field_name, allowed=METADATA_RULE)
+    problem = _metadata_problem(metadata)
+    if problem is not None:
+        raise invalid(f"metadata {problem}", field=field_name, allowed=METADATA_RULE)
+    size = len(json.dumps(metadata, allow_nan=False, ensure_ascii=False).encode("utf-8"))
     if size > MAX_METADATA_BYTES:
-        raise invalid(f"metadata of {size} bytes", field=field_name,
-                      allowed=f"at most {MAX_METADATA_BYTES} bytes as JSON")
+        raise invalid(f"metadata of {size} bytes", field=field_name, allowed=METADATA_RULE)
     return metadata
+
+
+def _metadata_problem(metadata: dict[str, Any]) -> str | None:
+    """What makes ``metadata`` unstorable, or None. Walks it with an explicit stack."""
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_METADATA_BYTES:  # every JSON value takes at least one byte
+            return f"has more than {MAX_METADATA_BYTES} values"
+        if isinstance(value, dict | list):
+            if depth > MAX_METADATA_DEPTH:
+                return f"is nested more than {MAX_METADATA_DEPTH} deep"
+            if isinstance(value, dict) and not all(isinstance(key, str) for key in value):
+                return "has a key that is not a string"
+            children = [*value, *value.values()] if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+            continue
+        problem = _scalar_problem(value)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _scalar_problem(value: Any) -> str | None:
+    if isinstance(value, str):
+        bad = _unservable_char(value, controls=False)
+        return None if bad is None else f"has a string with {bad}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"has a non-finite number ({value})"
+    if value is not None and not isinstance(value, bool | int | float):
+        return f"has a value of type {type(value).__name__}, which is not JSON"
+    return None
 
 
 def check_vector(vector: np.ndarray, dim: int, field_name: str = "vector") -> np.ndarray:

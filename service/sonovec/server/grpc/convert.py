@@ -214,6 +214,8 @@ def trailing_metadata(err: SonovecError) -> tuple[tuple[str, str], ...]:
         pairs.append(("sonovec-error-allowed", err.allowed))
     if err.retry_after is not None:
         pairs.append(("retry-after", str(max(1, math.ceil(err.retry_after)))))
+    if err.request_id is not None:
+        pairs.append(("sonovec-request-id", err.request_id))
     return tuple((key, _ascii(value)) for key, value in pairs)
 
 

@@ -1,6 +1,7 @@
 """``GrpcServer``: the grpc.aio server beside REST, over the same core service.
 
-It serves ``sonovec.v1.Sonovec``, standard health checking (``grpc.health.v1``: follows the
+It serves ``sonovec.v1.Sonovec``, the Open Inference Protocol (``inference.GRPCInferenceService``,
+``grpc/inference.py``), standard health checking (``grpc.health.v1``: follows the
 runtime's state, SERVING when ready, NOT_SERVING while loading and draining) and server
 reflection. Message size limits come from the settings and are reported by ``Info``.
 ``stop(grace)`` turns health NOT_SERVING, stops accepting calls, and lets calls in flight finish
@@ -16,7 +17,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from sonovec.inference import grpc_service_pb2_grpc as ipb_grpc
 from sonovec.models.registry import MODEL_SPECS
+from sonovec.server.grpc import inference
 from sonovec.server.grpc.servicer import SERVICE_NAME, SonovecServicer
 from sonovec.server.runtime import Runtime, State
 from sonovec.server.settings import Settings
@@ -72,8 +75,9 @@ class GrpcServer:
             ]
         )
         spb_grpc.add_SonovecServicer_to_server(SonovecServicer(self.runtime, self.limits), server)
+        ipb_grpc.add_GRPCInferenceServiceServicer_to_server(inference.InferenceServicer(self.runtime), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        names = (SERVICE_NAME, inference.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
         address = _address(self.settings.host, self.settings.grpc_port)
         self.port = server.add_insecure_port(address)

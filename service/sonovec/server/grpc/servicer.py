@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -96,9 +97,11 @@ class SonovecServicer(LabRpcs, spb_grpc.SonovecServicer):
         except asyncio.CancelledError:  # the caller went away, or its deadline passed
             self._observe(name, "CANCELLED", started)
             raise
-        except Exception as exc:  # a bug: log it, tell the caller no more than its type
-            log.exception("%s failed", name)
-            error = SonovecError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}")
+        except Exception:  # a bug: log it with an id, tell the caller the id only
+            request_id = uuid.uuid4().hex
+            log.exception("%s failed (request id %s)", name, request_id)
+            error = SonovecError(ErrorKind.INTERNAL, f"internal error (request id {request_id})")
+            error.request_id = request_id
         else:
             self._observe(name, "OK", started)
             return result

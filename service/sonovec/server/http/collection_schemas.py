@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from sonovec.server.collections import spec as core
 from sonovec.server.collections.options import (
-    MAX_DESCRIPTION_CHARS,
+    KEEP_AUDIO,
     ClassifyOptions,
     CreateOptions,
     ProbeOptions,
@@ -61,11 +61,20 @@ class CreateCollectionRequest(Strict):
     )
     index: IndexIn = Field(default_factory=IndexIn)
     description: str = Field(
-        CreateOptions.description, description=f"At most {MAX_DESCRIPTION_CHARS} characters."
+        CreateOptions.description, description=f"At most {core.MAX_DESCRIPTION_CHARS} characters."
     )
+    keep_audio: str = Field(
+        CreateOptions.keep_audio, json_schema_extra={"enum": list(KEEP_AUDIO)},
+        description="Keep each recording to play it: its original bytes, or its EnCodec codes.",
+    )
+    keep_audio_max_bytes: int = Field(
+        CreateOptions.keep_audio_max_bytes, description="original: the largest recording kept (bytes)."
+    )
+    keep_audio_bandwidth: float = Field(CreateOptions.keep_audio_bandwidth, description="codes: kbps.")
 
     def options(self) -> CreateOptions:
-        return CreateOptions(self.model, self.pooling, self.normalize, self.index.spec(), self.description)
+        return CreateOptions(self.model, self.pooling, self.normalize, self.index.spec(), self.description,
+                             self.keep_audio, self.keep_audio_max_bytes, self.keep_audio_bandwidth)
 
 
 class SpaceIO(BaseModel):

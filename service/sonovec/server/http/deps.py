@@ -9,7 +9,8 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException
 
 from sonovec.server.auth import require_key
 from sonovec.server.collections import Collections
@@ -64,21 +65,37 @@ def body(model: type[M], audio_fields: tuple[str, ...]) -> Callable[[Request], A
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
             return await _from_form(request, model, audio_fields)
-        try:
-            payload = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise invalid(
-                "body is not JSON",
-                field="body",
-                allowed="application/json, or multipart/form-data with audio files",
-            ) from None
-        return _validate(model, payload)
+        return _validate(model, _json_body(await request.body()))
 
     return parse
 
 
+_JSON_RULE = "application/json (UTF-8), or multipart/form-data with audio files"
+
+
+def _json_body(raw: bytes) -> Any:
+    """Parse a JSON body; malformed, non-UTF-8 or too deeply nested bodies (the parser's
+    recursion limit) are INVALID. Stored parts have their own, lower bounds (``spec.py``)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        reason = {UnicodeDecodeError: "is not UTF-8", RecursionError: "is nested too deeply"}.get(
+            type(exc), "is not JSON"
+        )
+        raise invalid(f"body {reason}", field="body", allowed=_JSON_RULE) from None
+
+
+async def _read_form(request: Request) -> FormData:
+    try:
+        return await request.form()
+    except (MultiPartException, ValueError, UnicodeDecodeError) as exc:
+        raise invalid(
+            f"multipart body is malformed: {type(exc).__name__}", field="body", allowed=_JSON_RULE
+        ) from None
+
+
 async def _from_form(request: Request, model: type[M], audio_fields: tuple[str, ...]) -> M:
-    form = await request.form()
+    form = await _read_form(request)
     values: dict[str, Any] = {}
     files: dict[str, list[bytes]] = {}
     for key, value in form.multi_items():
@@ -87,7 +104,7 @@ async def _from_form(request: Request, model: type[M], audio_fields: tuple[str, 
         elif key == "options":
             try:
                 values.update(json.loads(value))
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError, TypeError, ValueError):
                 raise invalid("options is not a JSON object", field="options") from None
         else:
             values[key] = value
@@ -96,6 +113,9 @@ async def _from_form(request: Request, model: type[M], audio_fields: tuple[str, 
         raise invalid(
             f"unexpected file fields {sorted(unknown)}", field="body", allowed=", ".join(audio_fields)
         )
+    extra = [name for name, blobs in files.items() if name != "recordings" and len(blobs) > 1]
+    if extra:
+        raise invalid(f"{len(files[extra[0]])} files under {extra[0]!r}", field=extra[0], allowed="one file")
     placeholder = {"data": ""}
     for name in audio_fields:
         count = len(files.get(name, []))
@@ -114,6 +134,8 @@ async def _from_form(request: Request, model: type[M], audio_fields: tuple[str, 
 def _validate(model: type[M], payload: Any) -> M:
     try:
         return model.model_validate(payload)
+    except RecursionError:
+        raise invalid("body is nested too deeply", field="body", allowed=_JSON_RULE) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"

@@ -151,6 +151,9 @@ class EmbedResponse(BaseModel):
         description="Each frame's start, seconds. 48 kHz: 1 s segments overlap by 1.5 frames, so the "
         "times step back at each segment boundary (see docs/architecture.md); 24 kHz: increasing.",
     )
+    warnings: list[str] = Field(
+        default_factory=list, description="Caveats of an accepted request (e.g. truncated audio)."
+    )
 
     @classmethod
     def of(cls, r: core.EmbedResult) -> EmbedResponse:
@@ -165,6 +168,7 @@ class EmbedResponse(BaseModel):
             cached=r.cached,
             frames=None if r.frames is None else r.frames.tolist(),
             frame_times_s=None if r.frame_times is None else r.frame_times.tolist(),
+            warnings=r.warnings,
         )
 
 
@@ -230,6 +234,7 @@ class ErrorBody(BaseModel):
     field: str | None = None
     allowed: str | None = None
     retry_after_s: float | None = None
+    request_id: str | None = None  # 500 only: the id the server's log names
 
 
 class ErrorResponse(BaseModel):

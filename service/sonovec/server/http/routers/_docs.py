@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from sonovec.server.http.schemas import ErrorResponse
@@ -41,3 +43,24 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         504: "Deadline passed.",
     }.items()
 }
+
+
+def install_openapi(app: FastAPI) -> None:
+    """The document FastAPI makes, with the models that ``request_body`` schemas nest (their
+    ``$defs``: AudioIn, ItemIn, ...) moved into ``components.schemas``, where their references point."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    content = operation.get("requestBody", {}).get("content", {})
+                    for media in content.values():
+                        schemas.update(media.get("schema", {}).pop("$defs", {}))
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

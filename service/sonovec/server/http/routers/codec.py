@@ -5,6 +5,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Response
 
+from sonovec.server.errors import invalid
 from sonovec.server.http.deps import ServiceDep, audio_source, body
 from sonovec.server.http.routers._docs import ERRORS, request_body
 from sonovec.server.http.schemas import DecodeRequest, EncodeRequest, EncodeResponse, ModelOut
@@ -35,7 +36,7 @@ async def decode(
     service: ServiceDep, req: Annotated[DecodeRequest, Depends(body(DecodeRequest, ()))]
 ) -> Response:
     """Audio reconstructed from codes (overlap-add as EnCodec does), as WAV. Model info in headers."""
-    codes = [np.asarray(s.codes, dtype=np.int64) for s in req.segments]
+    codes = [_codes_array(s.codes, f"segments[{i}].codes") for i, s in enumerate(req.segments)]
     result = await service.decode(
         codes,
         [s.scale for s in req.segments],
@@ -60,3 +61,14 @@ def model_headers(model: ModelOut) -> dict[str, str]:
     if model.warning:
         headers["x-sonovec-warning"] = model.warning
     return headers
+
+
+def _codes_array(rows: list[list[int]], field: str) -> np.ndarray:
+    """``[K, F]`` int64 from JSON rows: equal lengths, each code within int64 (range checks follow)."""
+    allowed = "a [K, F] array: K rows of F integer codes"
+    if len({len(row) for row in rows}) > 1:
+        raise invalid("rows of unequal length", field=field, allowed=allowed)
+    try:
+        return np.asarray(rows, dtype=np.int64).reshape(len(rows), -1)
+    except (OverflowError, ValueError):
+        raise invalid("codes out of range", field=field, allowed=allowed) from None

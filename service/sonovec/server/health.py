@@ -1,5 +1,6 @@
-"""Health probe for container HEALTHCHECKs and exec probes: ``python -m sonovec.server.probe``.
+"""``sonovec health``: is the local server live or ready? For container HEALTHCHECKs and exec probes.
 
+Also ``python -m sonovec.server.health``; ``sonovec probe`` is its old name, kept as an alias.
 Standard library only, so it starts in milliseconds and needs none of the service's dependencies.
 Exit status 0 when the endpoint answers 2xx within the timeout, 1 otherwise (refused, timed out,
 503 while models load). Silent on success unless ``-v``; a failure prints one line to stderr,
@@ -60,11 +61,15 @@ def check(
     return 200 <= status < 300, f"{url}: HTTP {status}"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sonovec probe",
-        description="Exit 0 when the local sonovec server is ready (or live, with --live), else 1.",
-    )
+PROG = "sonovec health"
+DESCRIPTION = (
+    "Exit 0 when the local sonovec server is ready (or live, with --live), else 1 with the reason "
+    "on stderr. Reads SONOVEC_PORT (default 8000) and sends the first of SONOVEC_API_KEYS to loopback."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``sonovec health`` (shared by the ``sonovec`` CLI and ``python -m``)."""
     parser.add_argument("--live", action="store_true", help=f"check {LIVE_PATH} instead of {READY_PATH}")
     parser.add_argument("--url", help="check this URL instead (default: 127.0.0.1:$SONOVEC_PORT)")
     parser.add_argument(
@@ -74,19 +79,23 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds (default: %(default)s)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the result on success too")
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     url = args.url or default_url(args.live)
     ok, message = check(url, timeout=args.timeout)
     if not ok:
-        print(f"sonovec probe: not healthy: {message}", file=sys.stderr)
+        print(f"{PROG}: not healthy: {message}", file=sys.stderr)
         return 1
     if args.verbose:
-        print(f"sonovec probe: ok: {message}")
+        print(f"{PROG}: ok: {message}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,134 @@
+"""int8 encoder fronts for ONNX Runtime on CPU (``--precision int8``): static QDQ quantization.
+
+Only the convolutions of the encoder's ``front`` graphs are quantized (about 80 % of the encoder's
+FLOPs; ORT runs them with VNNI int8 kernels), all but the first (audio in, one channel: cheap and
+the most sensitive); the LSTM ``tail``, the quantizer and the decoder stay fp32, and codes always
+come from the fp32 graphs (``encode(..., full_precision=True)``). Activation ranges: the 99.999th
+percentile of the calibration histogram (min/max let rare click peaks waste the 8 bits)::
+
+    front_fixed_<T>.onnx --quant_pre_process--> quantize_static(QDQ, per-channel s8 weights,
+        u8 activations, ranges calibrated on ``calibration_audio``) --> int8/front_fixed_<T>.onnx
+
+Calibration audio is generated here, seeded and varied (tones, chords, noise, clicks, loudness from
+-40 to -6 dBFS), because the activation ranges must cover what users send; the 48 kHz model sees
+each window divided by its own RMS (inside the graph), which makes it loudness-invariant anyway.
+Accuracy against fp32 (pooled cosine, 1st percentile over a varied corpus; random-init weights)
+measured here: 0.9955 (min/max ranges: 0.986; every conv: 0.981), below the issue's 0.999 bar,
+so int8 stays opt-in and experimental (``tests/unit/models/test_onnx_int8.py`` holds 0.99 and
+records the bar as an expected failure); ``benchmarks/study_replay.py --extract onnx-int8`` gives
+its speed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from sonovec.models.base import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+QUANTIZE_VERSION = 2  # bump when the quantized graphs change
+FOLDER = "int8"
+CALIBRATION_CLIPS = 24
+
+
+def calibration_audio(spec: ModelSpec, length: int, count: int = CALIBRATION_CLIPS,
+                      seed: int = 0) -> Iterator[np.ndarray]:
+    """``count`` varied clips ``[1, C, length]`` float32: every fourth kind of sound in turn."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / spec.sample_rate
+    for i in range(count):
+        kind = i % 4
+        if kind == 0:  # a chord of harmonic tones
+            x = sum(np.sin(2 * np.pi * f * k * t) / k for f in rng.uniform(60, 800, 3) for k in (1, 2, 3))
+        elif kind == 1:  # noise, coloured by a running mean
+            x = np.convolve(rng.standard_normal(length), np.ones(rng.integers(1, 16)), "same")
+        elif kind == 2:  # decaying clicks (percussion)
+            x = np.zeros(length)
+            for start in rng.integers(0, length, 8):
+                n = min(length - start, spec.sample_rate // 10)
+                x[start : start + n] += rng.standard_normal(n) * np.exp(-np.arange(n) / (n / 6))
+        else:  # a sweep with noise
+            x = np.sin(2 * np.pi * np.cumsum(np.linspace(100, 6000, length)) / spec.sample_rate)
+            x = x + 0.1 * rng.standard_normal(length)
+        x = np.asarray(x, np.float64)
+        x = x / (np.abs(x).max() + 1e-9) * 10 ** (rng.uniform(-40, -6) / 20)
+        pan = rng.uniform(0.5, 1.0, (spec.channels, 1))
+        yield (x[None, :] * pan).astype(np.float32)[None]
+
+
+def quantized_names(spec: ModelSpec, graphs: list[str]) -> list[str]:
+    return [name for name in graphs if name.startswith("front_")]
+
+
+def _quantize_one(source: Path, target: Path, spec: ModelSpec, length: int) -> None:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.clips = ({"audio": clip} for clip in calibration_audio(spec, length))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.clips, None)
+
+    prepared = target.with_suffix(".pre.onnx")
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
+    quantize_static(
+        str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+        op_types_to_quantize=["Conv"], nodes_to_exclude=convs[:1],
+        calibrate_method=CalibrationMethod.Percentile,
+    )
+    prepared.unlink()
+
+
+def ensure_quantized(spec: ModelSpec, directory: Path, graphs: list[str]) -> Path:
+    """``directory/int8`` holding an int8 copy of each front graph of the fp32 export in ``directory``.
+
+    Made once per export (atomic rename, as ``onnx_export.ensure_exported``); returns the folder.
+    """
+    folder = directory / FOLDER
+    manifest = folder / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("version") == QUANTIZE_VERSION:
+        return folder
+    names = quantized_names(spec, graphs)
+    started = time.perf_counter()
+    logger.info("onnx int8: quantizing %d front graphs of %s once (calibration: %d generated clips)",
+                len(names), spec.name, CALIBRATION_CLIPS)
+    tmp = Path(tempfile.mkdtemp(prefix=".int8.", dir=directory))
+    try:
+        for number, name in enumerate(names, 1):
+            # the dynamic graph is calibrated at a tail's typical length: a third of a window
+            fixed = name.startswith("front_fixed_")
+            length = int(name.removeprefix("front_fixed_")) if fixed else spec.window // 3
+            logger.info("onnx int8: %d/%d %s", number, len(names), name)
+            _quantize_one(directory / f"{name}.onnx", tmp / f"{name}.onnx", spec, length)
+        (tmp / "manifest.json").write_text(json.dumps({"version": QUANTIZE_VERSION, "graphs": names}))
+        shutil.rmtree(folder, ignore_errors=True)  # an older version
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not manifest.is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("onnx int8: quantized %s in %.1f s", spec.name, time.perf_counter() - started)
+    return folder
