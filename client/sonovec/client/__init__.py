@@ -10,6 +10,7 @@ with Client("grpc://localhost:50051") as client:      # or "http://localhost:800
 from sonovec.client._audio import AudioData, AudioLike, read_wav
 from sonovec.client._client import AsyncClient, AsyncCollections, Client, Collections
 from sonovec.client._errors import SonovecClientError
+from sonovec.client._lab import LabAnalysis, LabAudio, Latents
 from sonovec.client._types import (
     AddResult,
     Classification,
@@ -35,6 +36,9 @@ from sonovec.client._types import (
 )
 
 __all__ = [
+    "LabAnalysis",
+    "LabAudio",
+    "Latents",
     "AddResult",
     "AsyncClient",
     "AsyncCollections",

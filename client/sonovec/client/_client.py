@@ -20,6 +20,7 @@ import numpy as np
 
 from sonovec.client import _bulk
 from sonovec.client import _errors as kinds
+from sonovec.client import _lab as lab
 from sonovec.client import _ops as ops
 from sonovec.client._audio import AudioData, AudioLike, to_audio
 from sonovec.client._errors import SonovecClientError
@@ -306,6 +307,203 @@ class _Api:
             list(audios), sample_rate, options, concurrency, retries, timeout, progress, return_exceptions
         )
         return (yield job)
+
+    # ---- the latent lab (docs/lab.md): inputs are recordings or Latents from a previous result ----
+
+    def _lab_in(self, value: AudioLike | lab.Latents, sample_rate: int | None, field: str) -> lab.LabIn:
+        return value if isinstance(value, lab.Latents) else self._checked(value, sample_rate, field)
+
+    @api
+    def lab_latents(
+        self,
+        audio: AudioLike,
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> Plan[lab.Latents]:
+        """A recording's latent frames [F, D] with each segment's scale: the start of a chain."""
+        fields = {"input": self._lab_in(audio, sample_rate, "input"), "model": model}
+        return (yield from _call(lab.LabOp("latents", fields, lab.rest_latents, lab.rpc_latents), timeout))
+
+    @api
+    def lab_decode(
+        self,
+        latents: lab.Latents,
+        *,
+        model: str | None = None,
+        bandwidth: float | None = None,
+        subtype: str = "PCM_16",
+        timeout: float | None = None,
+    ) -> Plan[lab.LabAudio]:
+        """Latents -> audio through the decoder, no quantizer (re-quantized at ``bandwidth`` if given)."""
+        op = lab.audio_op("decode", {"latents": latents}, model or latents.model or None, bandwidth, subtype)
+        return (yield from _call(op, timeout))
+
+    @api
+    def lab_interpolate(
+        self,
+        a: AudioLike | lab.Latents,
+        b: AudioLike | lab.Latents,
+        *,
+        t: float = 0.5,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        bandwidth: float | None = None,
+        subtype: str = "PCM_16",
+        timeout: float | None = None,
+    ) -> Plan[lab.LabAudio]:
+        """``(1 - t) a + t b`` frame by frame over the frames both share, decoded."""
+        fields = {"a": self._lab_in(a, sample_rate, "a"), "b": self._lab_in(b, sample_rate, "b"), "t": t}
+        return (yield from _call(lab.audio_op("interpolate", fields, model, bandwidth, subtype), timeout))
+
+    @api
+    def lab_path(
+        self,
+        a: AudioLike | lab.Latents,
+        b: AudioLike | lab.Latents,
+        *,
+        steps: int = 5,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        bandwidth: float | None = None,
+        subtype: str = "PCM_16",
+        timeout: float | None = None,
+    ) -> Plan[list[lab.LabAudio]]:
+        """``steps`` interpolations from a (t = 0) to b (t = 1), each decoded."""
+        fields = {
+            "a": self._lab_in(a, sample_rate, "a"),
+            "b": self._lab_in(b, sample_rate, "b"),
+            "steps": steps,
+        }
+        op = lab.LabOp(
+            "path",
+            fields,
+            lab.rest_path,
+            lab.rpc_path,
+            {"model": model, "bandwidth": bandwidth, "subtype": subtype},
+        )
+        return (yield from _call(op, timeout))
+
+    @api
+    def lab_mix(
+        self,
+        inputs: Sequence[AudioLike | lab.Latents],
+        weights: Sequence[float],
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        bandwidth: float | None = None,
+        subtype: str = "PCM_16",
+        timeout: float | None = None,
+    ) -> Plan[lab.LabAudio]:
+        """A weighted mix (weights >= 0, normalised to sum 1) of several inputs' frames, decoded."""
+        given = [self._lab_in(x, sample_rate, f"inputs[{i}]") for i, x in enumerate(inputs)]
+        fields = {"inputs": given, "weights": lab.weights(weights)}
+        return (yield from _call(lab.audio_op("mix", fields, model, bandwidth, subtype), timeout))
+
+    @api
+    def lab_offset(
+        self,
+        a: AudioLike | lab.Latents,
+        b: AudioLike | lab.Latents,
+        c: AudioLike | lab.Latents,
+        *,
+        alpha: float = 1.0,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        bandwidth: float | None = None,
+        subtype: str = "PCM_16",
+        timeout: float | None = None,
+    ) -> Plan[lab.LabAudio]:
+        """``c + alpha (mean_t a - mean_t b)``, decoded (c's length and scales)."""
+        fields = {n: self._lab_in(x, sample_rate, n) for n, x in (("a", a), ("b", b), ("c", c))}
+        op = lab.audio_op("offset", {**fields, "alpha": alpha}, model, bandwidth, subtype)
+        return (yield from _call(op, timeout))
+
+    @api
+    def lab_style(
+        self,
+        content: AudioLike | lab.Latents,
+        style: AudioLike | lab.Latents,
+        *,
+        amount: float = 1.0,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        bandwidth: float | None = None,
+        subtype: str = "PCM_16",
+        timeout: float | None = None,
+    ) -> Plan[lab.LabAudio]:
+        """Content's frames moved to style's per-dimension frame mean and std, decoded."""
+        fields = {
+            "content": self._lab_in(content, sample_rate, "content"),
+            "style": self._lab_in(style, sample_rate, "style"),
+            "amount": amount,
+        }
+        return (yield from _call(lab.audio_op("style", fields, model, bandwidth, subtype), timeout))
+
+    @api
+    def lab_sensitivity(
+        self,
+        audio: AudioLike | lab.Latents,
+        *,
+        reference: Sequence[AudioLike | lab.Latents] = (),
+        dims: Sequence[int] | None = None,
+        k: float = 2.0,
+        listen: int = 3,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        bandwidth: float | None = None,
+        timeout: float | None = None,
+    ) -> Plan[lab.LabAnalysis]:
+        """Each dimension moved by +-k std (over ``reference``), decoded and measured; table, heat
+        map PNG, and the +k WAVs of the ``listen`` top-ranked dimensions."""
+        fields = {
+            "input": self._lab_in(audio, sample_rate, "input"),
+            "reference": [self._lab_in(x, sample_rate, f"reference[{i}]") for i, x in enumerate(reference)],
+            "dims": None if dims is None else [int(d) for d in dims],
+            "k": k,
+            "listen": listen,
+        }
+        return (yield from _call(lab.analysis_op("sensitivity", fields, model, bandwidth), timeout))
+
+    @api
+    def lab_ablation(
+        self,
+        audio: AudioLike | lab.Latents,
+        *,
+        mode: str = "zero",
+        dims: Sequence[int] | None = None,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        bandwidth: float | None = None,
+        timeout: float | None = None,
+    ) -> Plan[lab.LabAnalysis]:
+        """Each dimension zeroed (or set to its mean), decoded and compared with the whole decode."""
+        fields = {
+            "input": self._lab_in(audio, sample_rate, "input"),
+            "mode": mode,
+            "dims": None if dims is None else [int(d) for d in dims],
+        }
+        return (yield from _call(lab.analysis_op("ablation", fields, model, bandwidth), timeout))
+
+    @api
+    def lab_statistics(
+        self,
+        inputs: Sequence[AudioLike | lab.Latents],
+        *,
+        sample_rate: int | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> Plan[lab.LabAnalysis]:
+        """Per-dimension mean/std/range, correlation and PCA explained variance of the inputs' frames."""
+        fields = {
+            "inputs": [self._lab_in(x, sample_rate, f"inputs[{i}]") for i, x in enumerate(inputs)],
+            "model": model,
+        }
+        return (
+            yield from _call(lab.LabOp("statistics", fields, lab.rest_analysis, lab.rpc_analysis), timeout)
+        )
 
 
 class Client(_Api, Blocking):

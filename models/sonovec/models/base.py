@@ -45,6 +45,7 @@ class ModelSpec:
     normalize: bool = False  # each window divided by its own RMS scale (48 kHz)
     segmented: bool = False  # codes are per window and decoded with overlap-add (48 kHz)
     causal: bool = False  # each frame depends only on the samples before it (24 kHz): right-padding is exact
+    decodes: bool = True  # has a decoder (False: the feature baselines, encode only)
 
     @property
     def frame_rate(self) -> int:
@@ -209,6 +210,14 @@ class Backend(Protocol):
 
     def decode(self, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
         """``[B, K, F]`` codes and ``[B]`` scales -> audio ``[B, C, F * hop]`` float32."""
+        ...
+
+    def decode_latents(self, latents: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """``[B, D, F]`` continuous latents and ``[B]`` scales -> audio ``[B, C, F * hop]`` float32:
+        the decoder alone, the quantizer skipped (the latent lab; ``decode`` = quantizer lookup + this).
+
+        48 kHz: the output is multiplied by each window's scale, as ``decode`` does (the latents of
+        a normalised window decode to unit-RMS audio; its scale restores the level)."""
         ...
 
 

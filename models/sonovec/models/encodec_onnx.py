@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from sonovec.models import onnx_export, onnx_quantize
+from sonovec.models import onnx_export, onnx_latents, onnx_quantize
 from sonovec.models.base import (
     BackendOptions,
     Encoded,
@@ -116,6 +116,9 @@ class OnnxBackend:
             name: _Graph(_session(directory / f"{name}.onnx", providers, threads))
             for name in onnx_export.graph_names(spec)
         }
+        latent_decoder = directory / f"{onnx_latents.GRAPH}.onnx"
+        if latent_decoder.is_file():
+            self._graphs[onnx_latents.GRAPH] = _Graph(_session(latent_decoder, providers, threads))
         self._fixed = set(onnx_export.fixed_lengths(spec))
         # int8 fronts (embeddings); codes ask for full precision and get the fp32 ones
         self._reduced = {
@@ -151,6 +154,7 @@ class OnnxBackend:
         root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
         directory = root / "onnx" / onnx_export.cache_key(weights.fingerprint, ort.__version__)
         onnx_export.ensure_exported(model, spec, directory, fingerprint=weights.fingerprint)
+        onnx_latents.ensure_latent_decoder(model, spec, directory)  # the latent lab's decoder
         del model
         reduced = None
         if options.precision == "int8":
@@ -289,6 +293,21 @@ class OnnxBackend:
         with self._lock:
             outs = self._map("decoder", [{"codes": codes[s], "scales": scales[s]}
                                          for s in self._split(len(codes), per_window)])
+        return np.concatenate([o[0] for o in outs]).astype(np.float32, copy=False)
+
+    def decode_latents(self, latents: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """Latents ``[B, 128, F]`` and scales ``[B]`` -> audio ``[B, C, F * 320]`` (no quantizer)."""
+        check_latents(self.spec, latents)
+        if scales.shape != (latents.shape[0],):
+            raise ValueError(f"scales must be [B] = [{latents.shape[0]}]; got {scales.shape}")
+        if onnx_latents.GRAPH not in self._graphs:
+            raise ValueError(f"no {onnx_latents.GRAPH} graph in {self.directory}: use OnnxBackend.load")
+        latents = np.ascontiguousarray(latents, dtype=np.float32)
+        scales = np.ascontiguousarray(scales, dtype=np.float32)
+        per_window = 1 if self.device == "cpu" else None
+        with self._lock:
+            outs = self._map(onnx_latents.GRAPH, [{"latents": latents[s], "scales": scales[s]}
+                                                  for s in self._split(len(latents), per_window)])
         return np.concatenate([o[0] for o in outs]).astype(np.float32, copy=False)
 
     def close(self) -> None:

@@ -301,6 +301,23 @@ class TorchBackend:
             return self._numpy(audio, dtype=np.float32)[0]
 
 
+    @torch.inference_mode()
+    def decode_latents(self, latents: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """Latents ``[B, 128, F]`` and scales ``[B]`` -> audio ``[B, C, F * 320]``: ``decode``
+        without the codebook lookup (``model.decoder`` on the latents, then times the scale)."""
+        check_latents(self.spec, latents)
+        if scales.shape != (latents.shape[0],):
+            raise ValueError(f"scales must be [B] = [{latents.shape[0]}]; got {scales.shape}")
+        with self._on_stream():
+            emb = self._tensor(latents, torch.float32)
+            with self._autocast():
+                audio = self.model.decoder(emb)
+            audio = audio.float()
+            if self.spec.normalize:
+                audio = audio * self._tensor(scales, torch.float32).view(-1, 1, 1)
+            return self._numpy(audio, dtype=np.float32)[0]
+
+
 def _check_geometry(spec: ModelSpec, model: EncodecModel) -> None:
     """The registry spec and the encodec model must agree, or windows and codes would be wrong."""
     actual = (model.sample_rate, model.channels, model.encoder.hop_length, model.encoder.dimension,

@@ -3,6 +3,12 @@
 It keeps the real model's geometry (sample rate, channels, hop, windows, normalisation) so
 windowing, batching, pooling, caching and indexing are exercised exactly, but each latent frame
 depends only on its own ``hop`` input samples, so it runs in microseconds and needs no torch.
+
+Its decoder is honest for the latent lab: ``decode_latents`` inverts the encoder as far as a
+``hop -> D`` projection can be inverted (``arctanh``, then the projection's pseudo-inverse), so
+``encode(decode_latents(z)) == z`` for ``|z| < 1`` and ``decode_latents(encode(x))`` is ``x``
+projected on the projection's row space. ``loudness_dim`` (tests of the sensitivity analysis) wires
+one latent dimension to loudness: each decoded frame is multiplied by ``exp(2 z[loudness_dim])``.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ class FakeBackend:
     kind = "fake"
     device = "cpu"
 
-    def __init__(self, spec: ModelSpec, seed: int = 0, delay: float = 0.0) -> None:
+    def __init__(
+        self, spec: ModelSpec, seed: int = 0, delay: float = 0.0, loudness_dim: int | None = None
+    ) -> None:
         self.spec = spec
-        self.delay = delay  # simulated model seconds per audio second, for load and drain tests
+        self.delay = delay
+        self.loudness_dim = loudness_dim  # simulated model seconds per audio second, for load and drain tests
         rng = np.random.default_rng(seed)
         # float64, so a row's result does not depend on how many rows BLAS saw (batch size): the
         # fake must give identical results however windows were batched.
         self._projection = rng.standard_normal((spec.hop_length, spec.latent_dim)) / np.sqrt(spec.hop_length)
+        self._inverse = np.linalg.pinv(self._projection)  # [D, hop]: the least-squares way back
         self.weights = WeightsInfo(
             source=f"fake:seed={seed}",
             fingerprint=f"fake-{spec.name}-{seed}",
@@ -71,3 +81,18 @@ class FakeBackend:
         level = codes[:, 0, :].astype(np.float32) / (self.spec.codebook_size - 1) * 2.0 - 1.0
         audio = np.repeat(level, self.spec.hop_length, axis=1) * 0.1 * scales.reshape(batch, 1)
         return np.repeat(audio[:, None, :], self.spec.channels, axis=1).astype(np.float32)
+
+    def decode_latents(self, latents: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """``[B, D, F]`` latents -> ``[B, C, F * hop]``: ``arctanh``, the pseudo-inverse, times the scale."""
+        batch, dim, frames = latents.shape
+        if dim != self.spec.latent_dim or scales.shape != (batch,):
+            raise ValueError(f"decode_latents takes [B, {self.spec.latent_dim}, F] and [B]; got "
+                             f"{latents.shape}, {scales.shape}")
+        self._simulate_work(batch * frames * self.spec.hop_length)
+        z = np.clip(latents.astype(np.float64).transpose(0, 2, 1), -0.999999, 0.999999)  # [B, F, D]
+        samples = np.arctanh(z).reshape(batch * frames, dim) @ self._inverse  # [B * F, hop]
+        if self.loudness_dim is not None:
+            gain = z.reshape(batch * frames, dim)[:, self.loudness_dim, None]
+            samples = samples * np.exp(2.0 * gain)
+        mono = samples.reshape(batch, frames * self.spec.hop_length) * scales.reshape(batch, 1)
+        return np.repeat(mono[:, None, :], self.spec.channels, axis=1).astype(np.float32)

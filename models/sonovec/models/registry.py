@@ -6,6 +6,7 @@ import importlib.util
 import logging
 
 from sonovec.models.base import Backend, BackendOptions, ModelSpec
+from sonovec.models.features import FEATURE_SPECS
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         segmented=True,
     ),
 }
+
+MODEL_SPECS.update(FEATURE_SPECS)  # log-mel, MFCC, chroma: baselines, whatever --backend says
 
 BACKEND_KINDS = ("auto", "torch", "onnx", "fake")
 
@@ -89,6 +92,10 @@ def load_backend(kind: str, options: BackendOptions) -> Backend:
     """Build the backend ``kind`` for ``options.model`` (``auto``: see ``resolve_kind``).
     Heavy imports happen only here."""
     spec = get_spec(options.model)
+    if spec.name in FEATURE_SPECS:  # librosa on the CPU, for every backend kind
+        from sonovec.models.features import FeaturesBackend
+
+        return FeaturesBackend(spec)
     if kind == "auto":
         kind = resolve_kind(kind, options)
         logger.info("backend auto: %s for %s on device %s", kind, spec.name, options.device)

@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(commands)
     _add_map(commands)
     add_index_parser(commands)
+    add_compare_parser(commands)
     check = commands.add_parser(
         "health",
         aliases=["probe"],
@@ -241,6 +242,9 @@ def _add_map(commands: Any) -> None:
         default=1,
         help="Label each recording by its first N folder names (e.g. the composer folder).",
     )
+    plot.add_argument("--pca", type=int, default=50, help="PCA components before t-SNE / UMAP.")
+    plot.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity [min(30, (N-1)/3)].")
+    plot.add_argument("--method", choices=["tsne", "umap"], default="tsne", help="umap needs umap-learn.")
 
 
 def _health(argv: Sequence[str]) -> int:
@@ -262,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return write_map_html(args.folder, args.html, args.label_depth)
     if args.command == "map":
-        return draw_map(args.folder, args.png or args.folder / "map.png", args.label_depth)
+        shape = {"pca_components": args.pca, "perplexity": args.perplexity, "method": args.method}
+        return draw_map(args.folder, args.png or args.folder / "map.png", args.label_depth, **shape)
     if args.command == "serve":
         import asyncio
 
@@ -303,6 +308,37 @@ def _extract(args: argparse.Namespace) -> int:
         ray_options = RayOptions(args.address, args.ray_cpus, args.actors, args.shard_files)
         return run_ray_extract(settings, options, ray_options)
     return asyncio.run(run_extract(settings, options))
+
+
+def add_compare_parser(commands: Any) -> None:
+    """``sonovec compare FOLDER``: learned embeddings against feature baselines (compare.py)."""
+    compare = commands.add_parser(
+        "compare", help="Linear probe, kNN, confusion and maps per model on a labelled folder."
+    )
+    compare.add_argument("folder", type=Path, help="Recordings under FOLDER/<label>/... (label: level 1).")
+    compare.add_argument("--output", type=Path, default=None, help="Report folder [FOLDER/compare].")
+    compare.add_argument("--pooling", choices=["mean", "mean_std"], default="mean_std")
+    compare.add_argument("--folds", type=int, default=5, help="Stratified folds of the linear probe.")
+    compare.add_argument("--repeats", type=int, default=3, help="Repeats of the k-fold, reshuffled.")
+    compare.add_argument("--neighbours", type=int, default=5, help="k of the kNN accuracy.")
+    add_settings_flags(compare)
+
+    def run(args: argparse.Namespace) -> int:
+        import asyncio
+
+        from sonovec.server.compare import DEFAULT_MODELS, CompareOptions, run_compare
+
+        # --models: the models compared (default: EnCodec 48 kHz and the three feature baselines)
+        settings = settings_from(args, grpc_port=0, max_wait_ms=20.0, models=list(DEFAULT_MODELS))
+        _configure_logging(settings.log_level)
+        options = CompareOptions(
+            folder=args.folder, output=args.output or args.folder / "compare",
+            models=tuple(settings.models),
+            pooling=args.pooling, folds=args.folds, repeats=args.repeats, neighbours=args.neighbours,
+        )
+        return asyncio.run(run_compare(settings, options))
+
+    compare.set_defaults(handler=run)
 
 
 def add_engine_flags(extract: argparse.ArgumentParser) -> None:
@@ -350,7 +386,7 @@ def _index_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def draw_map(folder: Path, png: Path, label_depth: int) -> int:
+def draw_map(folder: Path, png: Path, label_depth: int, **map_options: Any) -> int:
     import json
 
     import numpy as np
@@ -368,7 +404,7 @@ def draw_map(folder: Path, png: Path, label_depth: int) -> int:
     title = f"{len(vectors)} recordings, {model['model']}, {model['pooling']} pooling"
     if not model["pretrained"]:
         title += " (RANDOM-INIT WEIGHTS)"
-    png.write_bytes(embedding_map_png(vectors, labels, title))
+    png.write_bytes(embedding_map_png(vectors, labels, title, **map_options))
     print(png)
     return 0
 

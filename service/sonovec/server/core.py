@@ -36,7 +36,7 @@ from sonovec.server.audio import (
 from sonovec.server.batcher import Batcher, BatchKey, Ticket
 from sonovec.server.budget import MemoryBudget, Reservation
 from sonovec.server.cache import EmbeddingCache, cache_key
-from sonovec.server.engine import DecodeIn, EncodeIn, EncodeOut, Engine
+from sonovec.server.engine import DecodeIn, DecodeLatentsIn, EncodeIn, EncodeOut, Engine
 from sonovec.server.errors import ErrorKind, SonovecError, invalid, not_found, too_large
 from sonovec.server.metrics import Metrics
 from sonovec.server.settings import Settings
@@ -148,6 +148,22 @@ class DecodeResult:
         buffer = io.BytesIO()
         soundfile.write(buffer, self.audio.T, self.model.sample_rate, format="WAV", subtype=subtype)
         return buffer.getvalue()
+
+
+@dataclass
+class LatentFrames:
+    """A recording's continuous latents in the form the decoder takes them back (the latent lab).
+
+    ``frames`` are ``embed``'s frames (``[F, D]``, window order: at 48 kHz each 1 s segment's
+    frames in turn, ``num_frames(window)`` = 150 per full segment). ``scales``: one per segment,
+    the RMS the 48 kHz model divided that segment by before encoding (decoding multiplies it back);
+    ``[1.0]`` for the 24 kHz model, which does not normalise. ``num_samples``: the output length.
+    """
+
+    model: ModelInfo
+    frames: np.ndarray  # [F, D] float32
+    scales: np.ndarray  # [S] float32
+    num_samples: int  # at the model's sample rate
 
 
 @dataclass
@@ -507,6 +523,56 @@ class Service:
                           allowed="scales as encode returns them (finite audio out)")
         return DecodeResult(self.info(backend), audio)
 
+    async def latents(
+        self, source: AudioSource, *, model: str | None = None, timeout_s: float | None = None,
+        field: str = "audio",
+    ) -> LatentFrames:
+        """A recording's latent frames with each segment's scale: what ``decode_latents`` takes."""
+        backend = self.backend(model)
+        async with self.request(timeout_s) as ticket:
+            ingested = await self.ingest(source, backend, field)
+            latents = await self._latents(ingested, backend, ticket)
+        scales = [w.scale for w in latents.windows] if backend.spec.segmented else [1.0]
+        return LatentFrames(
+            self.info(backend),
+            np.ascontiguousarray(latents.frames.T),
+            np.asarray(scales, np.float32),
+            ingested.recording.num_samples,
+        )
+
+    async def decode_latents(
+        self,
+        frames: np.ndarray,
+        scales: Sequence[float] | None,
+        *,
+        model: str | None,
+        num_samples: int | None = None,
+        bandwidth: float | None = None,
+        timeout_s: float | None = None,
+        field: str = "latents",
+    ) -> DecodeResult:
+        """Audio from continuous latent frames ``[F, D]`` through the decoder, the quantizer skipped;
+        with ``bandwidth``, re-quantized at it first (what the codec would keep). ``scales``: one per
+        segment (48 kHz; None: 1.0 each, i.e. every segment at the level of normalised input)."""
+        backend = self.backend(model)
+        spec = backend.spec
+        if not spec.decodes:
+            raise invalid(f"{spec.name} has no decoder", field="model", allowed="an EnCodec model")
+        geometry = check_latents(spec, frames, scales, num_samples, self.settings.max_audio_seconds, field)
+        if bandwidth is not None and bandwidth not in spec.bandwidths:
+            raise invalid(
+                f"bandwidth {bandwidth:g} kbps", field="bandwidth",
+                allowed=", ".join(f"{b:g}" for b in spec.bandwidths) or "none: this model has no quantizer",
+            )
+        items = _decode_latent_windows(spec, geometry)
+        async with self.request(timeout_s) as ticket:
+            costs = [item.latents.shape[1] * spec.hop_length / spec.sample_rate for item in items]
+            key = BatchKey(spec.name, "decode_latents", bandwidth or 0.0)
+            outputs = await self._run(key, items, costs, ticket)
+        stride = spec.stride if spec.segmented else None
+        audio = await asyncio.to_thread(reassembly.join_audio, outputs, stride, geometry.num_samples)
+        return DecodeResult(self.info(backend), audio)
+
     async def similarity(self, sources: Sequence[AudioSource], options: EmbedOptions) -> SimilarityResult:
         limit = self.settings.max_recordings
         if not 2 <= len(sources) <= limit:
@@ -708,4 +774,69 @@ def _decode_windows(backend: Backend, codes: list[np.ndarray], scales: list[floa
     return [
         DecodeIn(stream[:, w.fed.start // hop : w.fed.stop // hop], 1.0, w.context)
         for w in plan_windows(spec, stream.shape[1] * hop)
+    ]
+
+
+@dataclass(frozen=True)
+class LatentGeometry:
+    """Checked latents: ``[D, F]`` frames, one scale per segment, the output length."""
+
+    frames: np.ndarray  # [D, F] float32
+    scales: list[float]
+    num_samples: int
+
+
+def latent_segments(spec: ModelSpec, num_frames: int) -> list[slice]:
+    """The frame slices of each segment (48 kHz: 150 frames each, the last 1..150); one otherwise."""
+    if not spec.segmented:
+        return [slice(0, num_frames)]
+    full = spec.num_frames(spec.window)
+    return [slice(start, min(start + full, num_frames)) for start in range(0, num_frames, full)]
+
+
+def check_latents(
+    spec: ModelSpec,
+    frames: np.ndarray,
+    scales: Sequence[float] | None,
+    num_samples: int | None,
+    max_seconds: float,
+    field: str = "latents",
+) -> LatentGeometry:
+    """Validate latent frames ``[F, D]`` for decoding; INVALID (or TOO_LARGE) naming the rule broken."""
+    array = np.asarray(frames)
+    if array.ndim != 2 or array.shape[1] != spec.latent_dim or array.shape[0] == 0:
+        raise invalid(f"frames of shape {array.shape}", field=f"{field}.frames",
+                      allowed=f"[F, {spec.latent_dim}] with F > 0 ({spec.name})")
+    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+        raise invalid("frames hold non-finite values", field=f"{field}.frames", allowed="finite numbers")
+    segments = latent_segments(spec, array.shape[0])
+    longest = (spec.stride * (len(segments) - 1) if spec.segmented else 0) + (
+        segments[-1].stop - segments[-1].start
+    ) * spec.hop_length
+    if longest / spec.sample_rate > max_seconds:
+        raise too_large(f"latents decode to {longest / spec.sample_rate:.0f} s", field=f"{field}.frames",
+                        allowed=f"at most {max_seconds:g} s")
+    given = [1.0] * len(segments) if scales is None or len(scales) == 0 else [float(s) for s in scales]
+    if len(given) != len(segments) or not all(math.isfinite(s) and s > 0 for s in given):
+        raise invalid(f"{len(given)} scales for {len(segments)} segments, or one not positive",
+                      field=f"{field}.scales", allowed=f"{len(segments)} positive finite scales")
+    num_samples = longest if num_samples is None else int(num_samples)
+    if not longest - spec.hop_length < num_samples <= longest:
+        raise invalid(f"num_samples {num_samples} does not match {array.shape[0]} frames",
+                      field=f"{field}.num_samples", allowed=f"{longest - spec.hop_length + 1}..{longest}")
+    return LatentGeometry(np.ascontiguousarray(array.T, dtype=np.float32), given, num_samples)
+
+
+def _decode_latent_windows(spec: ModelSpec, latents: LatentGeometry) -> list[DecodeLatentsIn]:
+    """As ``_decode_windows``, for latents: a segment each (48 kHz), or chunks with left context."""
+    frames = latents.frames
+    if spec.segmented:
+        return [
+            DecodeLatentsIn(np.ascontiguousarray(frames[:, seg]), scale, 0)
+            for seg, scale in zip(latent_segments(spec, frames.shape[1]), latents.scales, strict=True)
+        ]
+    hop = spec.hop_length
+    return [
+        DecodeLatentsIn(frames[:, w.fed.start // hop : w.fed.stop // hop].copy(), 1.0, w.context)
+        for w in plan_windows(spec, frames.shape[1] * hop)
     ]

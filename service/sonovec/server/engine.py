@@ -45,8 +45,17 @@ class DecodeIn:
     drop_samples: int  # leading output samples that belong to the left context
 
 
+@dataclass
+class DecodeLatentsIn:
+    latents: np.ndarray  # [D, F] float32 continuous latents, context frames included
+    scale: float
+    drop_samples: int  # leading output samples that belong to the left context
+
+
 class Engine:
-    """Runs ``encode`` / ``quantize`` / ``decode`` batches; one instance serves all models."""
+    """Runs ``encode`` / ``quantize`` / ``decode`` / ``decode_latents`` batches; one instance serves
+    all models. ``decode_latents`` with a bandwidth re-quantizes the latents first (quantize, then
+    the codes' decode: what the codec would keep); without one it skips the quantizer."""
 
     def __init__(self, backends: dict[str, Backend]) -> None:
         self.backends = backends
@@ -55,6 +64,8 @@ class Engine:
         backend = self.backends[key.model]
         if key.op == "decode":
             return self._decode(backend, payloads)  # type: ignore[arg-type]
+        if key.op == "decode_latents":
+            return self._decode_latents(backend, payloads, key.bandwidth or None)  # type: ignore[arg-type]
         return self._encode(backend, payloads, key.bandwidth if key.op == "quantize" else None)  # type: ignore[arg-type]
 
     def warmup(self) -> None:
@@ -71,6 +82,8 @@ class Engine:
             items = [EncodeIn((0.1 * rng.standard_normal((spec.channels, n))).astype(np.float32), 0)
                      for n in lengths]
             self(BatchKey(name, "encode"), items)
+            if not spec.decodes:  # the feature baselines: encode only
+                continue
             encoded = self(BatchKey(name, "quantize", spec.bandwidths[0]), items[2:])
             codes = [out.codes for out in encoded if isinstance(out, EncodeOut) and out.codes is not None]
             self(BatchKey(name, "decode"), [DecodeIn(c, 1.0, 0) for c in codes])
@@ -94,6 +107,21 @@ class Engine:
             codes = np.stack([items[i].codes for i in indices])
             scales = np.asarray([items[i].scale for i in indices], np.float32)
             audio = backend.decode(codes, scales)
+            for row, i in enumerate(indices):
+                out[i] = audio[row, :, items[i].drop_samples :]
+        return out
+
+    def _decode_latents(
+        self, backend: Backend, items: Sequence[DecodeLatentsIn], bandwidth: float | None
+    ) -> list[object]:
+        out: list[object] = [None] * len(items)
+        for indices in _group_by(items, lambda item: item.latents.shape):
+            latents = np.stack([items[i].latents for i in indices]).astype(np.float32, copy=False)
+            scales = np.asarray([items[i].scale for i in indices], np.float32)
+            if bandwidth is None:
+                audio = backend.decode_latents(latents, scales)
+            else:
+                audio = backend.decode(backend.quantize(latents, bandwidth), scales)
             for row, i in enumerate(indices):
                 out[i] = audio[row, :, items[i].drop_samples :]
         return out

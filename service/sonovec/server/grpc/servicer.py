@@ -23,6 +23,7 @@ from sonovec.server.collections.options import ClassifyOptions, CreateOptions, P
 from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import GRPC_CODE, ErrorKind, SonovecError, invalid, too_large
 from sonovec.server.grpc import convert
+from sonovec.server.grpc.lab import LabRpcs
 from sonovec.server.runtime import Runtime
 from sonovec.v1 import collections_pb2 as cpb
 from sonovec.v1 import sonovec_pb2 as spb
@@ -33,7 +34,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SERVICE_NAME = spb.DESCRIPTOR.services_by_name["Sonovec"].full_name
 VERSION = "0.1.0"
-FEATURES = ("embed", "embed_stream", "embed_many", "codec", "similarity", "models", "collections", "classify")
+FEATURES = (
+    "embed", "embed_stream", "embed_many", "codec", "similarity", "models", "collections", "classify", "lab",
+)
 
 
 def deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -58,7 +61,7 @@ def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     return handler
 
 
-class SonovecServicer(spb_grpc.SonovecServicer):
+class SonovecServicer(LabRpcs, spb_grpc.SonovecServicer):
     def __init__(self, runtime: Runtime, grpc_limits: spb.GrpcLimits) -> None:
         self.runtime = runtime
         self.settings = runtime.settings

@@ -19,7 +19,17 @@ from sonovec.server.http import explore, v2
 from sonovec.server.http.deps import require_api_key
 from sonovec.server.http.disconnect import CancelOnDisconnect
 from sonovec.server.http.guard import BodyLimit, CatchAll
-from sonovec.server.http.routers import classify, codec, collections, embed, health, maps, models, similarity
+from sonovec.server.http.routers import (
+    classify,
+    codec,
+    collections,
+    embed,
+    health,
+    lab,
+    maps,
+    models,
+    similarity,
+)
 from sonovec.server.http.routers._docs import install_openapi
 from sonovec.server.metrics import Metrics
 from sonovec.server.runtime import Runtime
@@ -43,7 +53,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
 
     auth = [Depends(require_api_key)]
-    routers = (embed, codec, similarity, models, maps, collections, classify)  # maps' item audio route first
+    # maps before collections: the item audio route first
+    routers = (embed, codec, similarity, models, maps, collections, classify, lab)
     for router in (r.router for r in routers):
         app.include_router(router, prefix="/v1", dependencies=auth)
     app.include_router(health.router)
