@@ -26,8 +26,8 @@ from sonovec.server.collections.blobs import BlobStore, Codec, KeptAudio, LocalB
 from sonovec.server.collections.classify import Probe
 from sonovec.server.collections.local import LocalStore
 from sonovec.server.collections.maps import ClusterOptions, ClusterResult, MapOptions, MapResult, Maps
-from sonovec.server.collections.options import ClassifyOptions, CreateOptions, ProbeOptions, SearchOptions
 from sonovec.server.collections.ondisk import DiskCollection, DiskCollections
+from sonovec.server.collections.options import ClassifyOptions, CreateOptions, ProbeOptions, SearchOptions
 from sonovec.server.collections.spec import (
     Classification,
     CollectionInfo,
