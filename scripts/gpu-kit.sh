@@ -64,7 +64,7 @@ done
 
 size_kb=$(du -sk "$KIT" | cut -f1)
 echo "gpu-kit: $(ls "$KIT"/*.whl | wc -l) wheels, $((size_kb / 1024)) MiB in $KIT"
-ls -S "$KIT"/*.whl | head -5 | while read -r f; do echo "  $(du -h "$f" | cut -f1)  $(basename "$f")"; done
+ls -S "$KIT"/*.whl | sed -n 1,5p | while read -r f; do echo "  $(du -h "$f" | cut -f1)  $(basename "$f")"; done
 if [[ $MAX_MB -gt 0 && $size_kb -gt $((MAX_MB * 1024)) ]]; then
     echo "gpu-kit.sh: the kit is over --max-mb $MAX_MB MiB" >&2
     exit 1

@@ -516,12 +516,7 @@ class Service:
         async with self.request(timeout_s) as ticket:
             costs = [item.codes.shape[1] * spec.hop_length / spec.sample_rate for item in items]
             outputs = await self._run(BatchKey(spec.name, "decode"), items, costs, ticket)
-        stride = spec.stride if spec.segmented else None
-        audio = await asyncio.to_thread(reassembly.join_audio, outputs, stride, num_samples)
-        if not np.all(np.isfinite(audio)):
-            raise invalid("the codes and scales decode to non-finite audio", field="scales",
-                          allowed="scales as encode returns them (finite audio out)")
-        return DecodeResult(self.info(backend), audio)
+        return await self._decoded(backend, outputs, num_samples, "the codes and scales", "scales")
 
     async def latents(
         self, source: AudioSource, *, model: str | None = None, timeout_s: float | None = None,
@@ -569,8 +564,18 @@ class Service:
             costs = [item.latents.shape[1] * spec.hop_length / spec.sample_rate for item in items]
             key = BatchKey(spec.name, "decode_latents", bandwidth or 0.0)
             outputs = await self._run(key, items, costs, ticket)
+        return await self._decoded(backend, outputs, geometry.num_samples, "the latents", "latents")
+
+    async def _decoded(
+        self, backend: Backend, outputs: list[np.ndarray], num_samples: int, what: str, field: str
+    ) -> DecodeResult:
+        """Decoded windows joined (in a worker thread), refused when not finite."""
+        spec = backend.spec
         stride = spec.stride if spec.segmented else None
-        audio = await asyncio.to_thread(reassembly.join_audio, outputs, stride, geometry.num_samples)
+        audio = await asyncio.to_thread(reassembly.join_audio, outputs, stride, num_samples)
+        if not np.all(np.isfinite(audio)):
+            raise invalid(f"{what} decode to non-finite audio", field=field,
+                          allowed=f"{what} as encode returns them (finite audio out)")
         return DecodeResult(self.info(backend), audio)
 
     async def similarity(self, sources: Sequence[AudioSource], options: EmbedOptions) -> SimilarityResult:

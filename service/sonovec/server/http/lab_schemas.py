@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from sonovec.server import core, lab
+from sonovec.server.errors import invalid
 from sonovec.server.http.schemas import AudioIn, ModelOut, Strict, _model_name
 from sonovec.server.lab_analysis import SensitivityOptions
 
@@ -56,8 +57,20 @@ def to_input(value: LabInputIn | AudioIn, field: str) -> lab.LabInput:
             audio.data, audio.encoding, audio.sample_rate, audio.channels, field
         )
     assert isinstance(value, LabInputIn) and value.latents is not None
-    given = value.latents
-    return lab.LatentsIn(np.asarray(given.frames, np.float32), given.scales, given.num_samples)
+    return latents_in(value.latents, f"{field}.latents")
+
+
+def latents_in(given: LatentsIn, field: str) -> lab.LatentsIn:
+    """JSON rows -> the core's latents: ``[F, D]`` with rows of one length (values the core checks:
+    a number past float32's range becomes inf, which it refuses)."""
+    if not given.frames or len({len(row) for row in given.frames}) > 1:
+        raise invalid(
+            "no frames, or frames of unequal length", field=f"{field}.frames",
+            allowed="[F, D]: F >= 1 rows of D numbers",
+        )
+    with np.errstate(over="ignore"):
+        frames = np.asarray(given.frames, np.float32).reshape(len(given.frames), -1)
+    return lab.LatentsIn(frames, given.scales, given.num_samples)
 
 
 # A model name, or the ``model`` object of a lab reply (so /v1/lab/latents' reply decodes as it is).

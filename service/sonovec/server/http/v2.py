@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from sonovec.server import v2
 from sonovec.server.core import Service
@@ -62,7 +63,28 @@ class V2Route(APIRoute):
         return guarded
 
 
-router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"], route_class=V2Route)
+class V2Error(BaseModel):
+    """The protocol's error body."""
+
+    error: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": V2Error, "description": what}
+    for code, what in {
+        400: "Malformed request or tensors.",
+        401: "Missing or wrong API key.",
+        404: "Unknown model or version.",
+        413: "Body or audio over the limits.",
+        415: "Audio that cannot be decoded.",
+        429: "Overloaded (Retry-After).",
+        503: "Not ready (loading or draining).",
+    }.items()
+}
+
+router = APIRouter(
+    prefix="/v2", tags=["v2 (Open Inference Protocol)"], route_class=V2Route, responses=_ERRORS
+)
 
 
 def _service(request: Request, *, key: bool = True) -> Service:

@@ -27,11 +27,12 @@ from sonovec.server.http.lab_schemas import (
     SensitivityRequest,
     StatisticsRequest,
     StyleRequest,
+    latents_in,
     to_input,
 )
 from sonovec.server.http.routers._docs import ERRORS, request_body
 from sonovec.server.http.schemas import ModelOut
-from sonovec.server.lab import Lab, LabOptions, LatentsIn
+from sonovec.server.lab import Lab, LabOptions
 from sonovec.server.lab_analysis import Analysis, SensitivityOptions, b64
 
 router = APIRouter(prefix="/lab", tags=["lab"])
@@ -57,7 +58,7 @@ async def decode(
 ) -> LabResponse:
     """Continuous latents -> audio through the decoder (the quantizer skipped, or re-quantized at
     ``bandwidth`` first)."""
-    given = LatentsIn(np.asarray(req.latents.frames, np.float32), req.latents.scales, req.latents.num_samples)
+    given = latents_in(req.latents, "latents")
     return LabResponse.of(await Lab(service).decode_input(given, req.options()), req.subtype)
 
 
