@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT = {"sonovec-models": {"torch", "onnx"}, "sonovec-client": set(), "sonovec-server": set()}
 # In requirements-dev.txt, but not for the GPU run (gpu.sh runs the CUDA tests and the benchmarks):
 # lint tools, and the tools of the browser, schema-fuzz and file-format tests.
-LINT_TOOLS = {"ruff", "mypy", "import-linter", "schemathesis", "selenium", "pyarrow", "pandas", "safetensors"}
+LINT_TOOLS = {"ruff", "mypy", "import-linter", "schemathesis", "selenium", "pyarrow", "pandas", "safetensors",
+              "ray"}
 # The GPU machine's image ("Python packages already there", /work/.library/device/KINDS.md, 2026-11-17).
 MACHINE = """
 absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build
