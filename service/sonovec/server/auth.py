@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sonovec.server.errors import ErrorKind, SonovecError
 
@@ -24,3 +25,16 @@ def require_key(
         matched |= hmac.compare_digest(token, key)
     if not matched:
         raise SonovecError(ErrorKind.UNAUTHENTICATED, "missing or unknown API key", allowed=allowed)
+
+
+def require_metadata_key(keys: Sequence[bytes], metadata: Iterable[tuple[str, Any]] | None) -> None:
+    """``require_key`` over a gRPC call's invocation metadata (every gRPC service of the server)."""
+    if not keys:
+        return
+    given = {key.lower(): value for key, value in metadata or ()}
+    require_key(
+        keys,
+        given.get("x-api-key", ""),
+        given.get("authorization", ""),
+        allowed="metadata 'authorization: Bearer KEY' or 'x-api-key: KEY'",
+    )

@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from sonovec.inference import grpc_service_pb2 as ipb
 from sonovec.inference import grpc_service_pb2_grpc as ipb_grpc
 from sonovec.server import v2
-from sonovec.server.auth import require_key
+from sonovec.server.auth import require_metadata_key
 from sonovec.server.core import Service
 from sonovec.server.errors import GRPC_CODE, ErrorKind, SonovecError, invalid
 from sonovec.server.grpc.servicer import abort, deadline
@@ -153,15 +153,7 @@ class InferenceServicer(ipb_grpc.GRPCInferenceServiceServicer):
         raise AssertionError("unreachable: abort raises")
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        if not self._keys:
-            return
-        metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
-        require_key(
-            self._keys,
-            metadata.get("x-api-key", ""),
-            metadata.get("authorization", ""),
-            allowed="metadata 'authorization: Bearer KEY' or 'x-api-key: KEY'",
-        )
+        require_metadata_key(self._keys, context.invocation_metadata())
 
     def _observe(self, name: str, code: str, started: float) -> None:
         metrics = self.runtime.metrics

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from sonovec.server.auth import require_key
+from sonovec.server.auth import require_metadata_key
 from sonovec.server.collections.options import ClassifyOptions, CreateOptions, ProbeOptions, SearchOptions
 from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import GRPC_CODE, ErrorKind, SonovecError, invalid, too_large
@@ -76,15 +76,7 @@ class SonovecServicer(LabRpcs, spb_grpc.SonovecServicer):
         return service
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        if not self._keys:
-            return
-        metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
-        require_key(
-            self._keys,
-            metadata.get("x-api-key", ""),
-            metadata.get("authorization", ""),
-            allowed="metadata 'authorization: Bearer KEY' or 'x-api-key: KEY'",
-        )
+        require_metadata_key(self._keys, context.invocation_metadata())
 
     async def _guard(
         self, name: str, context: grpc.aio.ServicerContext, work: Callable[[Service], Awaitable[T]]
