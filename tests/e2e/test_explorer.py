@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from readme import run_as_written, section
 from servers import ServerProcess
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -231,9 +232,7 @@ def test_map_html_is_one_self_contained_file(browser: Any, tmp_path: Path) -> No
 
 def test_readme_explorer_examples_work_as_written(tmp_path: Path) -> None:
     """The curl lines under '## Explorer' in the README, run as written (with --fail added)."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    body = readme.split("## Explorer\n", 1)[1].split("\n## ", 1)[0]
-    block = body.split("```bash\n", 1)[1].split("```", 1)[0]
+    block = section("Explorer").split("```bash\n", 1)[1].split("```", 1)[0]
     commands = [line for line in block.splitlines() if line.startswith("curl ")]
     assert len(commands) >= 5
     (tmp_path / "example.wav").write_bytes(note("mid", 1.2, 0))
@@ -241,11 +240,7 @@ def test_readme_explorer_examples_work_as_written(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path).start()
     try:
         for command in commands:
-            runnable = command.replace("curl -s ", "curl -sS --fail ").replace(
-                "localhost:8000", f"127.0.0.1:{server.port}")
-            done = subprocess.run(["bash", "-o", "pipefail", "-c", runnable], cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=60)
-            assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+            run_as_written(command, server.port, tmp_path, timeout=60)
     finally:
         server.stop()
     assert wav_seconds((tmp_path / "example-kept.wav").read_bytes()) == pytest.approx(1.2, abs=1 / RATE)

@@ -12,19 +12,14 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from audiofiles import write_tone
+from readme import run_as_written, section
 from servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def section() -> str:
-    return README.read_text().split("## Latent lab\n", 1)[1].split("\n## ", 1)[0]
-
 
 def test_readme_lab_examples_work_as_written(tmp_path: Path) -> None:
-    body = section()
+    body = section("Latent lab")
     shell = re.search(r"```bash\n(.*?)```", body, re.S)
     python = re.search(r"```python\n(.*?)```", body, re.S)
     assert shell and python
@@ -34,17 +29,7 @@ def test_readme_lab_examples_work_as_written(tmp_path: Path) -> None:
     write_tone(tmp_path / "other.wav", 1.5, 22_050, 1, "wav")
     with ServerProcess(tmp_path) as server:
         for line in lines:
-            runnable = line.replace("curl -s ", "curl -sS --fail ").replace(
-                "localhost:8000", f"127.0.0.1:{server.port}"
-            )
-            done = subprocess.run(
-                ["bash", "-o", "pipefail", "-c", runnable],
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+            run_as_written(line, server.port, tmp_path, timeout=120)
         code = python.group(1).replace("localhost:8000", f"127.0.0.1:{server.port}")
         done = subprocess.run(
             [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
