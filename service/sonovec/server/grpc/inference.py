@@ -8,9 +8,7 @@ typed ``contents`` fields. Errors: the gRPC status of ``GRPC_CODE``, the message
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -22,8 +20,8 @@ from sonovec.inference import grpc_service_pb2_grpc as ipb_grpc
 from sonovec.server import v2
 from sonovec.server.auth import require_metadata_key
 from sonovec.server.core import Service
-from sonovec.server.errors import GRPC_CODE, ErrorKind, SonovecError, invalid
-from sonovec.server.grpc.servicer import abort, deadline
+from sonovec.server.errors import invalid
+from sonovec.server.grpc.servicer import deadline, guarded
 from sonovec.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -133,30 +131,9 @@ class InferenceServicer(ipb_grpc.GRPCInferenceServiceServicer):
     async def _guard(
         self, name: str, context: grpc.aio.ServicerContext, work: Callable[[Service], Awaitable[T]]
     ) -> T:
-        started = time.perf_counter()
-        try:
-            self._authorize(context)
-            result = await work(self.runtime.require_ready())
-        except SonovecError as exc:
-            error = exc
-        except asyncio.CancelledError:
-            self._observe(name, "CANCELLED", started)
-            raise
-        except Exception as exc:
-            log.exception("%s failed", name)
-            error = SonovecError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}")
-        else:
-            self._observe(name, "OK", started)
-            return result
-        self._observe(name, GRPC_CODE[error.kind], started)
-        await abort(context, error)
-        raise AssertionError("unreachable: abort raises")
+        return await guarded(f"/{SERVICE_NAME}/{name}", context, lambda: self._admit(context), work,
+                             self.runtime.metrics)
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        require_metadata_key(self._keys, context.invocation_metadata())
-
-    def _observe(self, name: str, code: str, started: float) -> None:
-        metrics = self.runtime.metrics
-        method = f"/{SERVICE_NAME}/{name}"
-        metrics.requests.labels(method, code).inc()
-        metrics.latency.labels(method).observe(time.perf_counter() - started)
+    def _admit(self, context: grpc.aio.ServicerContext) -> Service:
+        require_metadata_key(self._keys, context.invocation_metadata())  # the key first, as REST /v2
+        return self.runtime.require_ready()

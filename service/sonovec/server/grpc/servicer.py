@@ -24,6 +24,7 @@ from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import GRPC_CODE, ErrorKind, SonovecError, invalid, too_large
 from sonovec.server.grpc import convert
 from sonovec.server.grpc.lab import LabRpcs
+from sonovec.server.metrics import Metrics
 from sonovec.server.runtime import Runtime
 from sonovec.v1 import collections_pb2 as cpb
 from sonovec.v1 import sonovec_pb2 as spb
@@ -81,31 +82,12 @@ class SonovecServicer(LabRpcs, spb_grpc.SonovecServicer):
     async def _guard(
         self, name: str, context: grpc.aio.ServicerContext, work: Callable[[Service], Awaitable[T]]
     ) -> T:
-        started = time.perf_counter()
-        try:
-            result = await work(self._admit(context))
-        except SonovecError as exc:
-            error = exc
-        except asyncio.CancelledError:  # the caller went away, or its deadline passed
-            self._observe(name, "CANCELLED", started)
-            raise
-        except Exception:  # a bug: log it with an id, tell the caller the id only
-            request_id = uuid.uuid4().hex
-            log.exception("%s failed (request id %s)", name, request_id)
-            error = SonovecError(ErrorKind.INTERNAL, f"internal error (request id {request_id})")
-            error.request_id = request_id
-        else:
-            self._observe(name, "OK", started)
-            return result
-        self._observe(name, GRPC_CODE[error.kind], started)
-        await abort(context, error)
-        raise AssertionError("unreachable: abort raises")
+        return await guarded(
+            f"/{SERVICE_NAME}/{name}", context, lambda: self._admit(context), work, self.runtime.metrics
+        )
 
     def _observe(self, name: str, code: str, started: float) -> None:
-        metrics = self.runtime.metrics
-        method = f"/{SERVICE_NAME}/{name}"
-        metrics.requests.labels(method, code).inc()
-        metrics.latency.labels(method).observe(time.perf_counter() - started)
+        observe(self.runtime.metrics, f"/{SERVICE_NAME}/{name}", code, started)
 
     # ---- embeddings ----
 
@@ -332,6 +314,42 @@ class SonovecServicer(LabRpcs, spb_grpc.SonovecServicer):
     ) -> cpb.ListProbesResponse:
         probes = await self.runtime.collections.probes(request.collection)
         return cpb.ListProbesResponse(probes=[convert.probe(p) for p in probes])
+
+
+async def guarded(
+    method: str,
+    context: grpc.aio.ServicerContext,
+    admit: Callable[[], Service],
+    work: Callable[[Service], Awaitable[T]],
+    metrics: Metrics,
+) -> T:
+    """Every unary call of every gRPC service: ``admit`` (readiness, key), then ``work``; a
+    ``SonovecError`` ends the call with its status, a bug with INTERNAL and a request id (logged,
+    no exception text), a cancelled call is counted as such."""
+    started = time.perf_counter()
+    try:
+        result = await work(admit())
+    except SonovecError as exc:
+        error = exc
+    except asyncio.CancelledError:  # the caller went away, or its deadline passed
+        observe(metrics, method, "CANCELLED", started)
+        raise
+    except Exception:  # a bug: log it with an id, tell the caller the id only
+        request_id = uuid.uuid4().hex
+        log.exception("%s failed (request id %s)", method, request_id)
+        error = SonovecError(ErrorKind.INTERNAL, f"internal error (request id {request_id})")
+        error.request_id = request_id
+    else:
+        observe(metrics, method, "OK", started)
+        return result
+    observe(metrics, method, GRPC_CODE[error.kind], started)
+    await abort(context, error)
+    raise AssertionError("unreachable: abort raises")
+
+
+def observe(metrics: Metrics, method: str, code: str, started: float) -> None:
+    metrics.requests.labels(method, code).inc()
+    metrics.latency.labels(method).observe(time.perf_counter() - started)
 
 
 async def abort(context: grpc.aio.ServicerContext, error: SonovecError) -> None:
