@@ -183,9 +183,10 @@ class DiskCollection:
             return [], False  # no item carries a label
         want = k + (exclude is not None)
         rows = self.candidates(unit_query, want * max(1, rerank or self.rerank), nprobe)
-        scores = self._exact_scores(np.sort(rows), unit_query)
+        sorted_rows = np.sort(rows)
+        scores = self._exact_scores(sorted_rows, unit_query)
         order = np.argsort(-scores, kind="stable")
-        ranked = np.sort(rows)[order]
+        ranked = sorted_rows[order]
         hits = []
         for score, row in zip(scores[order].tolist(), ranked.tolist(), strict=True):
             item_id = self.ids.id(row)
