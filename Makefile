@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 
 .PHONY: install serve test test-fast lint bench system-deps clean
 
-$(STAMP): models/pyproject.toml service/pyproject.toml client/pyproject.toml requirements-dev.txt
+$(STAMP): models/pyproject.toml service/pyproject.toml client/pyproject.toml requirements-dev.txt \
+		$(wildcard proto/*/*.proto proto/*/*/*.proto)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@# torch first and pinned: its CPU build is what our machines carry; unpinned pulls several GB.

@@ -160,6 +160,7 @@ def embedding(d: Json) -> Embedding:
         cached=bool(d["cached"]),
         frames=None if frames is None else np.asarray(frames, dtype=np.float32).reshape(len(frames), -1),
         frame_times_s=None if times is None else np.asarray(times, dtype=np.float64),
+        warnings=[str(w) for w in d.get("warnings", [])],
     )
 
 

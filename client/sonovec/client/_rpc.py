@@ -209,6 +209,7 @@ def embedding(m: spb.EmbedResponse) -> Embedding:
         cached=m.cached,
         frames=matrix(m.frames) if m.HasField("frames") else None,
         frame_times_s=np.asarray(m.frame_times_s, dtype=np.float64) if m.HasField("frames") else None,
+        warnings=list(m.warnings),
     )
 
 

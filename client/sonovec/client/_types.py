@@ -84,6 +84,7 @@ class Embedding:
     cached: bool
     frames: np.ndarray | None = None  # [F, D] float32, when asked for
     frame_times_s: np.ndarray | None = None  # [F] float64
+    warnings: list[str] = field(default_factory=list)  # caveats, e.g. a truncated file decoded in part
 
 
 @dataclass

@@ -9,8 +9,9 @@ at most ``max_bytes`` between them, whatever N is.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from sonovec.server.errors import ErrorKind, SonovecError
 
@@ -34,6 +35,16 @@ class MemoryBudget:
 
     def reservation(self, what: str) -> Reservation:
         return Reservation(self, what)
+
+    @contextlib.contextmanager
+    def holding(self, what: str, nbytes: int = 0) -> Iterator[Reservation]:
+        """A reservation of ``nbytes`` (OVERLOADED / TOO_LARGE if it does not fit), returned on exit."""
+        reservation = self.reservation(what)
+        try:
+            reservation.grow_to(nbytes)
+            yield reservation
+        finally:
+            reservation.release()
 
     def _take(self, nbytes: int, total: int, what: str) -> None:
         """Take ``nbytes`` more for a request that then holds ``total``."""

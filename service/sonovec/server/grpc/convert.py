@@ -125,6 +125,7 @@ def embed_response(r: core.EmbedResult) -> spb.EmbedResponse:
         duration_s=r.duration_s,
         num_windows=r.num_windows,
         cached=r.cached,
+        warnings=list(r.warnings),
     )
     if r.frames is not None:
         response.frames.CopyFrom(matrix(r.frames))

@@ -124,15 +124,16 @@ class InferenceServicer(ipb_grpc.GRPCInferenceServiceServicer):
                 reply.raw_output_contents.append(tensor.raw())
             return reply
 
-        return await self._guard("ModelInfer", context, work)
+        return await self._guard("ModelInfer", context, work, request)
 
     # ---- the guard ----
 
     async def _guard(
-        self, name: str, context: grpc.aio.ServicerContext, work: Callable[[Service], Awaitable[T]]
+        self, name: str, context: grpc.aio.ServicerContext, work: Callable[[Service], Awaitable[T]],
+        request: object = None,
     ) -> T:
         return await guarded(f"/{SERVICE_NAME}/{name}", context, lambda: self._admit(context), work,
-                             self.runtime.metrics)
+                             self.runtime.metrics, request)
 
     def _admit(self, context: grpc.aio.ServicerContext) -> Service:
         require_metadata_key(self._keys, context.invocation_metadata())  # the key first, as REST /v2

@@ -33,7 +33,7 @@ def lab_rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             remaining = context.time_remaining()
             return await method(self, lab.Lab(service), request, remaining)
 
-        result: T = await self._guard(name, context, work)
+        result: T = await self._guard(name, context, work, request)
         return result
 
     return handler

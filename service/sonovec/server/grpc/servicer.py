@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from sonovec.server.auth import require_metadata_key
+from sonovec.server.budget import Reservation
 from sonovec.server.collections.options import ClassifyOptions, CreateOptions, ProbeOptions, SearchOptions
 from sonovec.server.core import AudioSource, EmbedOptions, Service
 from sonovec.server.errors import GRPC_CODE, ErrorKind, SonovecError, invalid, too_large
@@ -57,7 +59,9 @@ def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
     @functools.wraps(method)
     async def handler(self: SonovecServicer, request: Any, context: grpc.aio.ServicerContext) -> T:
-        return await self._guard(name, context, lambda service: method(self, service, request, context))
+        return await self._guard(
+            name, context, lambda service: method(self, service, request, context), request
+        )
 
     return handler
 
@@ -80,10 +84,12 @@ class SonovecServicer(LabRpcs, spb_grpc.SonovecServicer):
         require_metadata_key(self._keys, context.invocation_metadata())
 
     async def _guard(
-        self, name: str, context: grpc.aio.ServicerContext, work: Callable[[Service], Awaitable[T]]
+        self, name: str, context: grpc.aio.ServicerContext, work: Callable[[Service], Awaitable[T]],
+        request: object = None,
     ) -> T:
         return await guarded(
-            f"/{SERVICE_NAME}/{name}", context, lambda: self._admit(context), work, self.runtime.metrics
+            f"/{SERVICE_NAME}/{name}", context, lambda: self._admit(context), work, self.runtime.metrics,
+            request,
         )
 
     def _observe(self, name: str, code: str, started: float) -> None:
@@ -101,19 +107,23 @@ class SonovecServicer(LabRpcs, spb_grpc.SonovecServicer):
     async def EmbedStream(
         self, service: Service, requests: AsyncIterator[spb.EmbedStreamRequest], context: Any
     ) -> spb.EmbedResponse:
-        start, data = await self._read_stream(requests)
-        source = AudioSource.from_wire(
-            data,
-            start.encoding,
-            start.sample_rate if start.HasField("sample_rate") else None,
-            start.channels if start.HasField("channels") else None,
-        )
-        options = convert.options(start, EmbedOptions, timeout_s=deadline(context))
-        return convert.embed_response(await service.embed(source, options))
+        with service.memory.holding("body") as held:
+            start, data = await self._read_stream(requests, held)
+            source = AudioSource.from_wire(
+                data,
+                start.encoding,
+                start.sample_rate if start.HasField("sample_rate") else None,
+                start.channels if start.HasField("channels") else None,
+            )
+            options = convert.options(start, EmbedOptions, timeout_s=deadline(context))
+            return convert.embed_response(await service.embed(source, options))
 
-    async def _read_stream(self, requests: AsyncIterator[spb.EmbedStreamRequest]) -> tuple[Any, bytes]:
+    async def _read_stream(
+        self, requests: AsyncIterator[spb.EmbedStreamRequest], held: Reservation
+    ) -> tuple[Any, bytes]:
         """The first message's options and the audio bytes of the rest, refused as soon as they
-        pass ``max_request_bytes`` (so an oversized stream is never held whole)."""
+        pass ``max_request_bytes`` (so an oversized stream is never held whole); ``held`` grows
+        with them (twice: the buffer, then its copy)."""
         limit = self.settings.max_request_bytes
         start = None
         data = bytearray()
@@ -127,6 +137,7 @@ class SonovecServicer(LabRpcs, spb_grpc.SonovecServicer):
                 start = message.start
             elif part == "chunk":
                 data += message.chunk
+                held.grow_to(2 * len(data))
                 if len(data) > limit:
                     raise too_large(
                         f"audio stream passed {limit} bytes", field="audio", allowed=f"at most {limit} bytes"
@@ -142,12 +153,17 @@ class SonovecServicer(LabRpcs, spb_grpc.SonovecServicer):
     ) -> AsyncIterator[spb.EmbedManyResponse]:
         """The core's ``embed_many``: each result is sent as soon as it is ready."""
         started = time.perf_counter()
+        held: Reservation | None = None  # the request's bytes, for the stream's lifetime (as guarded)
         try:
             service = self._admit(context)
+            held = service.memory.reservation("body")
+            held.grow_to(request.ByteSize())
             sources = [convert.audio_source(a, f"recordings[{i}]") for i, a in enumerate(request.recordings)]
             options = convert.options(request, EmbedOptions, timeout_s=deadline(context))
             results = service.embed_many(sources, options)
         except SonovecError as exc:
+            if held is not None:
+                held.release()
             self._observe("EmbedMany", GRPC_CODE[exc.kind], started)
             await abort(context, exc)
             return
@@ -158,6 +174,7 @@ class SonovecServicer(LabRpcs, spb_grpc.SonovecServicer):
                 else:
                     yield spb.EmbedManyResponse(index=index, result=convert.embed_response(result))
         finally:
+            held.release()
             self._observe("EmbedMany", "OK", started)
 
     # ---- codes ----
@@ -322,13 +339,21 @@ async def guarded(
     admit: Callable[[], Service],
     work: Callable[[Service], Awaitable[T]],
     metrics: Metrics,
+    request: object = None,
 ) -> T:
     """Every unary call of every gRPC service: ``admit`` (readiness, key), then ``work``; a
     ``SonovecError`` ends the call with its status, a bug with INTERNAL and a request id (logged,
-    no exception text), a cancelled call is counted as such."""
+    no exception text), a cancelled call is counted as such.
+
+    A unary ``request`` message holds its size of the process's memory budget while the call runs
+    (gRPC has received it whole before any handler runs), as REST bodies do: past the budget the
+    call gets RESOURCE_EXHAUSTED with Retry-After, and decodes of other requests see it taken."""
     started = time.perf_counter()
+    size = request.ByteSize() if isinstance(request, Message) else 0
     try:
-        result = await work(admit())
+        service = admit()
+        with service.memory.holding("body", size):
+            result = await work(service)
     except SonovecError as exc:
         error = exc
     except asyncio.CancelledError:  # the caller went away, or its deadline passed
