@@ -171,10 +171,12 @@ def main() -> int:
     args = parser.parse_args()
     saturate_s = args.saturate_s or (8.0 if args.quick else 20.0)
     overload_s = args.overload_s or (40.0 if args.quick else 120.0)
+    from sonovec.models import MODEL_SPECS
     from sonovec.server.settings import Settings
 
     defaults = Settings()
-    bound_s = defaults.max_queue_wait_s + defaults.max_batch_seconds * args.fake_seconds_per_audio_second
+    batch_s = defaults.max_batch_seconds or MODEL_SPECS["encodec_48khz"].batch_seconds
+    bound_s = defaults.max_queue_wait_s + batch_s * args.fake_seconds_per_audio_second
     serve = ["--backend", "fake", "--weights", "random", "--models", "encodec_48khz", "--cache-entries", "0",
              "--fake-seconds-per-audio-second", str(args.fake_seconds_per_audio_second), *args.serve_arg]
     machine = machine_info()

@@ -60,6 +60,24 @@ def test_windows_from_many_requests_share_one_call_up_to_the_budget() -> None:
     assert max(len(batch) for batch in runner.batches) >= 3  # windows of different requests batched
 
 
+def test_each_key_can_have_its_own_budget() -> None:
+    """A model with long windows (24 kHz chunks) batches more audio seconds per call."""
+    runner = Recorder()
+    runner.gate.clear()
+    budgets = {"short": 2.0, "long": 6.0}
+    b = Batcher(runner, max_batch_cost=lambda key: budgets[key.model], max_wait_s=0.01, max_queue_cost=100.0)
+    b.start()
+    futures = [f for model in budgets for f in b.submit(
+        BatchKey(model, "encode"), [f"{model}{i}" for i in range(6)], [1.0] * 6, ticket())]
+    runner.gate.set()
+    for future in futures:
+        future.result(timeout=5)
+    b.stop()
+    sizes = {model: max(len(batch) for batch in runner.batches if str(batch[0]).startswith(model))
+             for model in budgets}
+    assert sizes == {"short": 2, "long": 6}
+
+
 def test_a_lone_window_runs_after_max_wait() -> None:
     runner = Recorder()
     b = make(runner, budget=100.0, wait=0.05)

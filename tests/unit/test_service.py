@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from audiofiles import encode, tone
 
 from sonovec.models import plan_windows
-from sonovec.server.core import AudioSource, EmbedOptions
+from sonovec.server.batcher import BatchKey
+from sonovec.server.core import AudioSource, EmbedOptions, Service, published_limits
 from sonovec.server.errors import ErrorKind, SonovecError
 
 # Clip lengths around the 48 kHz window (1 s, stride 0.99 s) and the 24 kHz chunk (10 s).
@@ -206,3 +208,15 @@ async def test_draining_refuses_new_requests(make_runtime) -> None:
     with pytest.raises(SonovecError) as err:
         await service.embed(wav(1.0), EmbedOptions())
     assert err.value.kind is ErrorKind.UNAVAILABLE
+
+
+def test_each_model_batches_its_own_default_budget(make_service: Callable[..., Service]) -> None:
+    """24 kHz windows are 12 s chunks: a 16 s budget would hold one or two (a core idles), so that
+    model's default is 64 s; a set ``max_batch_seconds`` applies to every model."""
+    service = make_service(models=["encodec_24khz", "encodec_48khz"])
+    budget = service.batcher.budget
+    assert budget(BatchKey("encodec_48khz", "encode")) == 16.0
+    assert budget(BatchKey("encodec_24khz", "encode")) == 64.0
+    assert published_limits(service.settings)["max_batch_seconds"] == 64.0
+    pinned = make_service(models=["encodec_24khz", "encodec_48khz"], max_batch_seconds=8.0)
+    assert {pinned.batcher.budget(BatchKey(m, "quantize", 6.0)) for m in pinned.backends} == {8.0}

@@ -46,6 +46,9 @@ class ModelSpec:
     segmented: bool = False  # codes are per window and decoded with overlap-add (48 kHz)
     causal: bool = False  # each frame depends only on the samples before it (24 kHz): right-padding is exact
     decodes: bool = True  # has a decoder (False: the feature baselines, encode only)
+    # Default batch budget, audio seconds per model call: enough windows that every core has several
+    # (48 kHz: 16 one-second windows; 24 kHz: ~5 of its 12 s chunks; fewer leave a core idle).
+    batch_seconds: float = 16.0
 
     @property
     def frame_rate(self) -> int:

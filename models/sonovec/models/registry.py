@@ -25,6 +25,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         stride=10 * 24_000,
         context=2 * 24_000,  # left context per chunk; 150 frames, dropped
         causal=True,
+        batch_seconds=64.0,  # 16 s held one or two chunks: 1.24x over by-length; 64 s: 1.9x (issue 11)
     ),
     "encodec_48khz": ModelSpec(
         name="encodec_48khz",

@@ -102,7 +102,7 @@ class Batcher:
         self,
         runner: Runner,
         *,
-        max_batch_cost: float,
+        max_batch_cost: float | Callable[[BatchKey], float],
         max_wait_s: float,
         max_queue_cost: float,
         on_batch: Callable[[BatchStats], None] | None = None,
@@ -114,7 +114,10 @@ class Batcher:
         if workers < 1:
             raise ValueError(f"a batcher needs at least one worker; got {workers}")
         self._runner = runner
-        self.max_batch_cost = max_batch_cost
+        # the batch budget, one for all keys or per key (models whose windows differ in length)
+        self.budget: Callable[[BatchKey], float] = (
+            max_batch_cost if callable(max_batch_cost) else lambda _key: float(max_batch_cost)
+        )
         self.max_wait_s = max_wait_s
         self.max_queue_cost = max_queue_cost
         self.max_queue_wait_s = max_queue_wait_s
@@ -152,7 +155,7 @@ class Batcher:
         with self._cond:
             if self._stopping:
                 raise SonovecError(ErrorKind.UNAVAILABLE, "the service is shutting down", retry_after=1.0)
-            self._admit(total, ticket)
+            self._admit(total, ticket, self.budget(key))
             queue = self._queues.setdefault(key, deque())
             for payload, cost, future in zip(payloads, costs, futures, strict=True):
                 queue.append(_Job(payload, cost, ticket, future))
@@ -161,7 +164,7 @@ class Batcher:
             self._cond.notify()
         return futures
 
-    def _admit(self, total: float, ticket: Ticket) -> None:
+    def _admit(self, total: float, ticket: Ticket, batch_cost: float) -> None:
         """Under the lock: refuse (OVERLOADED) a request whose windows would not fit the queue's
         memory bound (audio seconds), or would wait longer than ``max_queue_wait_s`` or than its
         own deadline allows, by the projected wait: queued cost / measured throughput."""
@@ -175,7 +178,7 @@ class Batcher:
         # the wait ahead of this request, with one batch of slack (its windows may wait for a
         # batch to form; its reply is pooled and sent after). Its own work is not counted here: a
         # request that alone needs longer than the bound would otherwise never be served
-        wait = self.projected_wait() + self._seconds_for(self.max_batch_cost)
+        wait = self.projected_wait() + self._seconds_for(batch_cost)
         if wait > self.max_queue_wait_s:
             self._refuse("queue_wait")
             raise SonovecError(
@@ -277,9 +280,10 @@ class Batcher:
                 continue
             queue = self._queues[key]
             waited = time.monotonic() - queue[0].enqueued
-            full = sum(job.cost for job in queue) >= self.max_batch_cost
+            budget = self.budget(key)
+            full = sum(job.cost for job in queue) >= budget
             if full or waited >= self.max_wait_s or self._stopping:
-                jobs = self._take(queue)
+                jobs = self._take(queue, budget)
                 if self._queued_jobs:
                     self._cond.notify()  # another worker may take the rest now
                 return key, jobs
@@ -289,10 +293,10 @@ class Batcher:
         heads = [(queue[0].enqueued, key) for key, queue in self._queues.items() if queue]
         return min(heads, key=lambda head: head[0])[1] if heads else None
 
-    def _take(self, queue: deque[_Job]) -> list[_Job]:
+    def _take(self, queue: deque[_Job], budget: float) -> list[_Job]:
         jobs: list[_Job] = []
         cost = 0.0
-        while queue and (not jobs or cost + queue[0].cost <= self.max_batch_cost):
+        while queue and (not jobs or cost + queue[0].cost <= budget):
             job = queue.popleft()
             self._queued_cost -= job.cost
             self._queued_jobs -= 1

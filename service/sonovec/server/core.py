@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import soundfile
 
-from sonovec.models import Backend, ModelSpec, Window, plan_windows
+from sonovec.models import MODEL_SPECS, Backend, ModelSpec, Window, plan_windows
 from sonovec.server import pooling, reassembly
 from sonovec.server.audio import (
     SUPPORTED_FORMATS,
@@ -207,7 +207,13 @@ def published_limits(settings: Settings) -> dict[str, Any]:
     """The limits on input as both transports publish them (REST ``Limits`` in /v1/models, gRPC
     ``Limits`` in Models and Info): those settings, and the accepted formats."""
     limits: dict[str, Any] = {name: getattr(settings, name) for name in _PUBLISHED_LIMITS}
+    limits["max_batch_seconds"] = max(batch_seconds(settings, name) for name in settings.models)
     return {**limits, "formats": list(SUPPORTED_FORMATS)}
+
+
+def batch_seconds(settings: Settings, model: str) -> float:
+    """A model's batch budget: the setting, or else the model's own default."""
+    return settings.max_batch_seconds or MODEL_SPECS[model].batch_seconds
 
 
 def model_info(backend: Backend, precision: str) -> ModelInfo:
@@ -256,9 +262,10 @@ class Service:
         )
         self.metrics.memory_budget.set(settings.max_inflight_bytes)
         self.engine = Engine(backends)
+        budgets = {name: batch_seconds(settings, name) for name in backends}
         self.batcher = Batcher(
             self.engine,
-            max_batch_cost=settings.max_batch_seconds,
+            max_batch_cost=lambda key: budgets[key.model],
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queue_cost=settings.max_queue_seconds,
             on_batch=self.metrics.observe_batch,

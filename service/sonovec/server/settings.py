@@ -79,8 +79,11 @@ class Settings(BaseSettings):
     )
 
     # --- batching ---
-    max_batch_seconds: float = Field(
-        16.0, gt=0, description="Audio seconds per model call: the batch budget (cost, not request count)."
+    max_batch_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Audio seconds per model call: the batch budget (cost, not request count). Default: "
+        "each model's own, 16 s for 48 kHz (16 windows), 64 s for 24 kHz (~5 of its 12 s chunks).",
     )
     max_wait_ms: float = Field(
         5.0, ge=0, description="How long a batch waits for more windows before it runs."
