@@ -112,3 +112,32 @@ def test_nothing_is_refused_by_wait_before_a_batch_was_measured() -> None:
     batcher.start()
     assert [f.result(timeout=10) for f in futures] == list(range(100))
     batcher.stop()
+
+
+async def test_an_overloaded_service_refuses_before_decoding(make_service) -> None:  # type: ignore[no-untyped-def]
+    """Over the wait bound a request is refused before its audio is decoded: bytes that are not
+    audio at all get 429, not 415 (decoding them would have cost the cores the admitted work)."""
+    import asyncio
+
+    from audiofiles import encode, tone
+
+    from sonovec.server.core import AudioSource, EmbedOptions
+
+    service = make_service(fake_seconds_per_audio_second=0.25, max_queue_wait_s=1.0, max_batch_seconds=2.0,
+                           cache_entries=0)
+    clip = encode(tone(2.0, 48_000, 2, seed=1), 48_000, "wav")
+    await service.embed(AudioSource(data=clip), EmbedOptions())  # measures the throughput (~4 x RT)
+    assert service.batcher.throughput > 0
+    long = encode(tone(12.0, 48_000, 2, seed=2), 48_000, "wav")  # ~3 s of work: over the 1 s bound
+    running = asyncio.create_task(service.embed(AudioSource(data=long), EmbedOptions()))
+    for _ in range(200):
+        if service.batcher.projected_wait() > 1.0:
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(SonovecError) as caught:
+        await service.embed(AudioSource(data=b"these bytes are not audio at all"), EmbedOptions())
+    assert caught.value.kind is ErrorKind.OVERLOADED and caught.value.retry_after >= 1
+    await running
+    with pytest.raises(SonovecError) as drained:  # with the queue drained, the same bytes are decoded
+        await service.embed(AudioSource(data=b"these bytes are not audio at all"), EmbedOptions())
+    assert drained.value.kind is ErrorKind.UNSUPPORTED

@@ -164,6 +164,27 @@ class Batcher:
             self._cond.notify()
         return futures
 
+    def check_wait(self, key: BatchKey) -> None:
+        """Refuse (OVERLOADED) now if a request for ``key`` would be refused for the queue wait
+        whatever its size: before its audio is decoded, so that an overloaded server does not spend
+        its cores decoding requests it will refuse (the wait check does not depend on the request)."""
+        with self._cond:
+            self._check_wait(self.budget(key))
+
+    def _check_wait(self, batch_cost: float) -> float:
+        """Under the lock: the wait ahead of a new request, with one batch of slack (its windows may
+        wait for a batch to form; its reply is pooled and sent after); OVERLOADED over the bound.
+        Its own work is not counted: a request that alone needs longer would never be served."""
+        wait = self.projected_wait() + self._seconds_for(batch_cost)
+        if wait > self.max_queue_wait_s:
+            self._refuse("queue_wait")
+            raise SonovecError(
+                ErrorKind.OVERLOADED,
+                f"queue wait would be about {wait:.1f} s, over the {self.max_queue_wait_s:g} s bound",
+                retry_after=max(1.0, wait - self.max_queue_wait_s),
+            )
+        return wait
+
     def _admit(self, total: float, ticket: Ticket, batch_cost: float) -> None:
         """Under the lock: refuse (OVERLOADED) a request whose windows would not fit the queue's
         memory bound (audio seconds), or would wait longer than ``max_queue_wait_s`` or than its
@@ -175,17 +196,7 @@ class Batcher:
                 f"queue full: {self._queued_cost:.0f} of {self.max_queue_cost:.0f} audio seconds waiting",
                 retry_after=self.retry_after(),
             )
-        # the wait ahead of this request, with one batch of slack (its windows may wait for a
-        # batch to form; its reply is pooled and sent after). Its own work is not counted here: a
-        # request that alone needs longer than the bound would otherwise never be served
-        wait = self.projected_wait() + self._seconds_for(batch_cost)
-        if wait > self.max_queue_wait_s:
-            self._refuse("queue_wait")
-            raise SonovecError(
-                ErrorKind.OVERLOADED,
-                f"queue wait would be about {wait:.1f} s, over the {self.max_queue_wait_s:g} s bound",
-                retry_after=max(1.0, wait - self.max_queue_wait_s),
-            )
+        wait = self._check_wait(batch_cost)
         finish = wait + self._seconds_for(total)  # until its last window is done
         left = ticket.deadline - time.monotonic()
         if finish > left:

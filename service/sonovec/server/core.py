@@ -347,7 +347,12 @@ class Service:
         self, source: AudioSource, backend: Backend, field: str = "audio", *, digest: bool = False
     ) -> Ingested:
         """Decode, check, resample and cut into windows, in a worker thread (never on the loop);
-        ``digest``: also the sha256 of the canonical PCM, for the cache key."""
+        ``digest``: also the sha256 of the canonical PCM, for the cache key.
+
+        An overloaded queue refuses the request first (``Batcher.check_wait``): decoding audio only
+        to refuse it would take the cores from the work already admitted (a cache hit is refused
+        too: its key needs the decode)."""
+        self.batcher.check_wait(BatchKey(backend.spec.name, "encode"))
         return await asyncio.to_thread(self._ingest, source, backend, field, digest)
 
     def _ingest(self, source: AudioSource, backend: Backend, field: str, digest: bool) -> Ingested:
