@@ -9,11 +9,13 @@ Per level: requests and audio seconds done, throughput (x real time, requests/s)
 p99 (client side), and from the server's ``/metrics`` (deltas over the level): mean queue wait of a
 window, windows and audio seconds per model call.
 
-Clip lengths (seconds, each jittered by +-20 %): 2 s 20 %, 5 s 25 %, 10 s 25 %, 30 s 20 %, 60 s 10 %
-(mean about 16 s): short sound events to whole pieces.
+Clip lengths (seconds, each jittered by +-20 %), ``--mix``: ``pieces`` 2 s 20 %, 5 s 25 %, 10 s 25 %,
+30 s 20 %, 60 s 10 % (mean about 16 s): short sound events to whole pieces; ``events`` 0.5 s 15 %, 2 s
+25 %, 5 s 25 %, 10 s 20 %, 30 s 15 % (mean about 8 s; issue 11's 24 kHz mix).
 
     python benchmarks/load.py --quick        # CI: concurrency 1, 4, 16; 6 s per level
     python benchmarks/load.py                # concurrency 1..64; 40 s per level
+    python benchmarks/load.py --model encodec_24khz --mix events --name load_24khz
 
 The server runs ``--weights random`` (the pretrained checkpoint cannot be downloaded here).
 """
@@ -44,16 +46,21 @@ from common import (
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-MIX = ((2.0, 0.20), (5.0, 0.25), (10.0, 0.25), (30.0, 0.20), (60.0, 0.10))
+MIXES = {
+    "pieces": ((2.0, 0.20), (5.0, 0.25), (10.0, 0.25), (30.0, 0.20), (60.0, 0.10)),
+    "events": ((0.5, 0.15), (2.0, 0.25), (5.0, 0.25), (10.0, 0.20), (30.0, 0.15)),
+}
+MIX = MIXES["pieces"]
 SOURCE_RATE = 44_100
 
 
 class Clips:
     """Distinct WAV clips cut from one long recording: a new random offset for every request."""
 
-    def __init__(self, seconds: float, seed: int = 0) -> None:
+    def __init__(self, seconds: float, seed: int = 0, mix: tuple = MIX) -> None:  # type: ignore[type-arg]
         import soundfile
 
+        self.mix = mix
         audio = piano_recording(seconds, SOURCE_RATE, seed)
         self.pcm = np.ascontiguousarray((audio.T * 32767).astype(np.int16))  # [T, 2]
         self.rng = np.random.default_rng(seed)
@@ -61,7 +68,7 @@ class Clips:
         self._soundfile = soundfile
 
     def draw(self) -> tuple[bytes, float]:
-        lengths, weights = zip(*MIX, strict=True)
+        lengths, weights = zip(*self.mix, strict=True)
         seconds = float(self.rng.choice(lengths, p=weights)) * self.rng.uniform(0.8, 1.2)
         frames = int(seconds * SOURCE_RATE)
         while True:
@@ -212,7 +219,7 @@ COLUMNS = [
 ]
 
 
-def plot(rows: list[dict], name: str) -> None:
+def plot(rows: list[dict], name: str, model: str = "encodec_48khz") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -241,7 +248,7 @@ def plot(rows: list[dict], name: str) -> None:
     left.set_ylabel("audio seconds per second (x real time)")
     right.set_ylabel("latency, s")
     right.set_yscale("log")
-    fig.suptitle("sonovec serve, encodec_48khz, random-init weights, mixed clip lengths")
+    fig.suptitle(f"sonovec serve, {model}, random-init weights, mixed clip lengths")
     save_figure(name, fig)
 
 
@@ -255,26 +262,30 @@ def main() -> None:
     parser.add_argument("--cache-clips", type=int, default=32)
     parser.add_argument("--cache-concurrency", type=int, default=8)
     parser.add_argument("--no-grpc", action="store_true")
+    parser.add_argument("--model", default="encodec_48khz")
+    parser.add_argument("--mix", choices=sorted(MIXES), default="pieces", help="Clip lengths (see above).")
+    parser.add_argument("--serve-arg", action="append", default=[], help="An extra `sonovec serve` flag.")
+    parser.add_argument("--name", default=None, help="Results name [load, load_quick].")
     parser.add_argument("--plot-only", action="store_true", help="Redraw the PNG from the JSON of a run.")
     args = parser.parse_args()
+    name = args.name or ("load_quick" if args.quick else "load")
     if args.plot_only:
-        name = "load_quick" if args.quick else "load"
-        plot(json.loads((RESULTS / f"{name}.json").read_text())["rows"], name)
+        saved = json.loads((RESULTS / f"{name}.json").read_text())
+        plot(saved["rows"], name, saved["args"].get("model", "encodec_48khz"))
         return
     if args.quick:
         args.levels, args.seconds, args.cache_clips = [1, 4, 16], 6.0, 8
     info = machine_info()
     print(f"{info['cpu']}, {info['cores']} cores, load {info['load_avg_at_start']}; {info['weights']}")
-    clips = Clips(120.0 if args.quick else 600.0)
+    clips = Clips(120.0 if args.quick else 600.0, mix=MIXES[args.mix])
     grpc = grpc_client_available() and not args.no_grpc
-    with Server("--backend", args.backend, "--weights", "random", "--models", "encodec_48khz", "--data-dir",
-                str(SCRATCH / "data"), grpc=grpc, log=SCRATCH / "load-serve.log") as server:
+    with Server("--backend", args.backend, "--weights", "random", "--models", args.model, "--data-dir",
+                str(SCRATCH / "data"), *args.serve_arg, grpc=grpc, log=SCRATCH / "load-serve.log") as server:
         rows = sweep(args, server, clips) + cache_hits(args, server, clips)
     table = print_table(rows, COLUMNS)
-    name = "load_quick" if args.quick else "load"
-    write_json(name, {"machine": info, "args": vars(args), "mix": MIX, "rows": rows, "table": table,
-                      "load_avg_at_end": list(os.getloadavg())})
-    plot(rows, name)
+    write_json(name, {"machine": info, "args": vars(args), "mix": MIXES[args.mix], "rows": rows,
+                      "table": table, "load_avg_at_end": list(os.getloadavg())})
+    plot(rows, name, args.model)
 
 
 if __name__ == "__main__":

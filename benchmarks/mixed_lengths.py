@@ -1,13 +1,15 @@
 """Mixed clip lengths through the engine: windows of many lengths in one call vs one call per length.
 
 A realistic mix of clip lengths (0.5-30 s, see ``MIX``) is cut into windows by ``plan_windows`` and
-packed into batches of ``--batch-seconds`` audio seconds, as the batcher does; each batch then runs
-two ways, alternating batch by batch (so load changes fall on both alike):
+packed into batches, as the batcher does; the same windows then run two ways, alternating batch by
+batch (so load changes fall on both alike):
 
 - ``by-length``: the engine before issue 11: one ``encode`` call per distinct window length, one after
-  another (``base.encode_by_length``). 24 kHz tails never share a call.
-- ``windows``: ``encode_windows``: fronts one window per core side by side, the frame-rate layers
-  (LSTM + last conv) per ``tail_groups``, 24 kHz tails right-padded together.
+  another (``base.encode_by_length``), in batches of ``--before-batch-seconds`` (16: the budget then).
+  24 kHz tails never share a call.
+- ``windows``: ``encode_windows`` in batches of the model's default budget (``ModelSpec.batch_seconds``:
+  48 kHz 16 s, 24 kHz 64 s; ``--batch-seconds`` overrides): fronts one window per core side by side,
+  the frame-rate layers (LSTM + last conv) per ``tail_groups``, 24 kHz tails right-padded together.
 
 Per model and backend: throughput (x real time), model calls per batch, audio seconds per call
 relative to the batch budget ("call fullness"), and for ``windows`` the share of the frame-rate
@@ -61,9 +63,11 @@ def batches(spec, wavs: list[np.ndarray], budget_s: float) -> list[list[np.ndarr
 def measure(model: str, kind: str, args: argparse.Namespace) -> list[dict]:
     backend = load_backend(kind, BackendOptions(model=model, weights="random", cache_dir=args.cache_dir))
     spec = backend.spec
-    work = batches(spec, clips(spec.sample_rate, spec.channels, args.clips), args.batch_seconds)
-    backend.encode_windows(work[0])  # warm-up, both paths' shapes
-    encode_by_length(backend.encode, work[0], False)
+    wavs = clips(spec.sample_rate, spec.channels, args.clips)
+    budgets = {"by-length": args.before_batch_seconds, "windows": args.batch_seconds or spec.batch_seconds}
+    work = {way: batches(spec, wavs, budget) for way, budget in budgets.items()}
+    backend.encode_windows(work["windows"][0])  # warm-up, both paths' shapes
+    encode_by_length(backend.encode, work["by-length"][0], False)
     ways = {
         "by-length": lambda b: encode_by_length(backend.encode, b, False),
         "windows": lambda b: backend.encode_windows(b),
@@ -71,20 +75,23 @@ def measure(model: str, kind: str, args: argparse.Namespace) -> list[dict]:
     wall = {w: 0.0 for w in ways}
     cpu = {w: 0.0 for w in ways}
     others, loads = [], []
-    for i, batch in enumerate(work):
+    # the same windows both ways: each way's batches in turn, a share of the audio at a time
+    for i in range(max(len(b) for b in work.values())):
         for way in (list(ways) if i % 2 == 0 else list(ways)[::-1]):
-            with Meter() as meter:
-                ways[way](batch)
-            assert meter.result is not None
-            wall[way] += meter.result.wall_s
-            cpu[way] += meter.result.cpu_s
-            others.append(meter.result.others_cpu)
-            loads.append(meter.result.load_avg)
-    audio_s = sum(w.shape[-1] for b in work for w in b) / spec.sample_rate
+            share = _share(work[way], i, max(len(b) for b in work.values()))
+            for batch in share:
+                with Meter() as meter:
+                    ways[way](batch)
+                assert meter.result is not None
+                wall[way] += meter.result.wall_s
+                cpu[way] += meter.result.cpu_s
+                others.append(meter.result.others_cpu)
+                loads.append(meter.result.load_avg)
+    audio_s = sum(w.shape[-1] for b in work["windows"] for w in b) / spec.sample_rate
     rows = []
     for way in ways:
         calls, real, computed = 0, 0, 0
-        for batch in work:
+        for batch in work[way]:
             lengths = [w.shape[-1] for w in batch]
             if way == "by-length":
                 calls += len(set(lengths))
@@ -94,13 +101,14 @@ def measure(model: str, kind: str, args: argparse.Namespace) -> list[dict]:
                 groups = tail_groups(spec, frames)
                 real += sum(frames)
                 computed += sum(len(indices) * f for indices, f in groups)
-        fed_s = sum(w.shape[-1] for b in work for w in b) / spec.sample_rate
+        fed_s = sum(w.shape[-1] for b in work[way] for w in b) / spec.sample_rate
         rows.append({
-            "model": model, "backend": kind, "way": way, "batches": len(work),
+            "model": model, "backend": kind, "way": way, "batch_seconds": budgets[way],
+            "batches": len(work[way]),
             "audio_s": round(audio_s, 1), "wall_s": round(wall[way], 2),
             "x_realtime": audio_s / wall[way], "x_per_cpu_s": audio_s / cpu[way],
-            "calls_per_batch": calls / len(work),
-            "call_fullness": fed_s / calls / args.batch_seconds,
+            "calls_per_batch": calls / len(work[way]),
+            "call_fullness": fed_s / calls / budgets[way],
             "padding_efficiency": real / computed if computed else None,
             "others_cpu": float(np.mean(others)), "load": float(np.mean(loads)),
         })
@@ -110,8 +118,15 @@ def measure(model: str, kind: str, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _share(batches: list, turn: int, turns: int) -> list:  # type: ignore[type-arg]
+    """The batches of ``turn`` out of ``turns`` equal shares (a way with fewer, larger batches runs
+    one of them every few turns)."""
+    return batches[turn * len(batches) // turns : (turn + 1) * len(batches) // turns]
+
+
 COLUMNS = [("model", "model", ""), ("backend", "backend", ""), ("way", "engine", ""),
-           ("batches", "batches", "d"), ("audio_s", "audio s", ".0f"), ("x_realtime", "x real time", ".1f"),
+           ("batch_seconds", "batch s", ".0f"), ("batches", "batches", "d"), ("audio_s", "audio s", ".0f"),
+           ("x_realtime", "x real time", ".1f"),
            ("x_per_cpu_s", "x per CPU-s", ".1f"),
            ("vs_by_length", "vs by-length", ".2f"), ("calls_per_batch", "calls/batch", ".1f"),
            ("call_fullness", "call fullness", ".0%"), ("padding_efficiency", "real frames", ".0%"),
@@ -127,15 +142,16 @@ def plot(rows: list[dict], name: str) -> None:
     labels = sorted({(r["model"], r["backend"]) for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     x = np.arange(len(labels))
+    names = {"by-length": "by-length, 16 s batches (before)", "windows": "windows, the model's budget (now)"}
     for offset, way in ((-0.2, "by-length"), (0.2, "windows")):
         sel = {(r["model"], r["backend"]): r for r in rows if r["way"] == way}
-        axes[0].bar(x + offset, [sel[k]["x_realtime"] for k in labels], 0.4, label=way)
-        axes[1].bar(x + offset, [100 * sel[k]["call_fullness"] for k in labels], 0.4, label=way)
+        axes[0].bar(x + offset, [sel[k]["x_realtime"] for k in labels], 0.4, label=names[way])
+        axes[1].bar(x + offset, [100 * sel[k]["call_fullness"] for k in labels], 0.4, label=names[way])
     titles = ("throughput, x real time", "audio per model call, % of the budget")
     for ax, title in zip(axes, titles, strict=True):
         ax.set_xticks(x, [f"{m.removeprefix('encodec_')}\n{b}" for m, b in labels])
         ax.set_title(title)
-        ax.legend()
+        ax.legend(loc="lower right", fontsize=8)
     load = np.mean([r["others_cpu"] for r in rows])
     fig.suptitle(f"mixed clip lengths 0.5-30 s through the engine (others' cores {load:.2f})")
     save_figure(name, fig)
@@ -147,7 +163,10 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=40)
     parser.add_argument("--models", default="encodec_24khz,encodec_48khz")
     parser.add_argument("--backends", default="onnx,torch")
-    parser.add_argument("--batch-seconds", type=float, default=16.0)
+    parser.add_argument("--batch-seconds", type=float, default=None,
+                        help="The windows engine's budget [the model's own: 48 kHz 16, 24 kHz 64].")
+    parser.add_argument("--before-batch-seconds", type=float, default=16.0,
+                        help="The by-length engine's budget (the service's before issue 11).")
     parser.add_argument("--cache-dir", default=None, help="Where ONNX exports are cached.")
     args = parser.parse_args()
     if args.quick:
