@@ -1,10 +1,12 @@
 """int8 encoder fronts for ONNX Runtime on CPU (``--precision int8``): static QDQ quantization.
 
-Only the convolutions of the encoder's ``front`` graphs are quantized (about 80 % of the encoder's
-FLOPs; ORT runs them with VNNI int8 kernels), all but the first (audio in, one channel: cheap and
-the most sensitive); the LSTM ``tail``, the quantizer and the decoder stay fp32, and codes always
-come from the fp32 graphs (``encode(..., full_precision=True)``). Activation ranges: the 99.999th
-percentile of the calibration histogram (min/max let rare click peaks waste the 8 bits)::
+Only the deepest convolutions of the encoder's ``front`` graphs are quantized: the last 5 of its 17
+(the last downsampling stage and the projection to 512 channels, at the lowest frame rate and the
+most channels; ORT runs them with VNNI int8 kernels). The first 12, at high time resolution and few
+channels, stay fp32: their quantization error is what moved the pooled embedding (see below); the
+LSTM ``tail``, the quantizer and the decoder stay fp32, and codes always come from the fp32 graphs
+(``encode(..., full_precision=True)``). Activation ranges: the 99.999th percentile of the
+calibration histogram (min/max let rare click peaks waste the 8 bits)::
 
     front_fixed_<T>.onnx --quant_pre_process--> quantize_static(QDQ, per-channel s8 weights,
         u8 activations, ranges calibrated on ``calibration_audio``) --> int8/front_fixed_<T>.onnx
@@ -12,11 +14,15 @@ percentile of the calibration histogram (min/max let rare click peaks waste the 
 Calibration audio is generated here, seeded and varied (tones, chords, noise, clicks, loudness from
 -40 to -6 dBFS), because the activation ranges must cover what users send; the 48 kHz model sees
 each window divided by its own RMS (inside the graph), which makes it loudness-invariant anyway.
-Accuracy against fp32 (pooled cosine, 1st percentile over a varied corpus; random-init weights)
-measured here: 0.9955 (min/max ranges: 0.986; every conv: 0.981), below the issue's 0.999 bar,
-so int8 stays opt-in and experimental (``tests/unit/models/test_onnx_int8.py`` holds 0.99 and
-records the bar as an expected failure); ``benchmarks/study_replay.py --extract onnx-int8`` gives
-its speed.
+Accuracy against fp32 (pooled cosine, 1st percentile over 40 varied 1 s windows; random-init
+weights), by how many of the first convs stay fp32, with the front graph's speed-up over fp32 (one
+core, noisy: +-0.15): 1: 0.9954 (1.3-1.6x); 3: 0.9969 (1.6x); 5: 0.9977; 7: 0.9982; 9: 0.9990;
+10: 0.9992 (1.2x); 11: 0.9993; **12: 0.9996 (1.18x)**. The error is systematic (the worst window
+is within 1e-4 of the 1st percentile), accumulating conv by conv, so each one left fp32 helps;
+12 keeps a margin over the issue's 0.999 bar. Also tried, all quantizing every conv but the first:
+min/max ranges 0.986, the first too 0.981, the 99.99th percentile 0.9955, dynamic quantization
+0.994 and no faster. ``tests/unit/models/test_onnx_int8.py`` holds the bar;
+``benchmarks/study_replay.py --extract onnx-int8`` gives the speed end to end.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from sonovec.models.base import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-QUANTIZE_VERSION = 2  # bump when the quantized graphs change
+QUANTIZE_VERSION = 3  # bump when the quantized graphs change
+FP32_CONVS = 12  # the first convolutions of a front graph, left in fp32 (see above)
 FOLDER = "int8"
 CALIBRATION_CLIPS = 24
 
@@ -94,7 +101,7 @@ def _quantize_one(source: Path, target: Path, spec: ModelSpec, length: int) -> N
     quantize_static(
         str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-        op_types_to_quantize=["Conv"], nodes_to_exclude=convs[:1],
+        op_types_to_quantize=["Conv"], nodes_to_exclude=convs[:FP32_CONVS],
         calibrate_method=CalibrationMethod.Percentile,
     )
     prepared.unlink()
