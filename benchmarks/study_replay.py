@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,10 @@ from tqdm import tqdm
 RECORDINGS = 1184
 STUDY_SECONDS = {10.0: 30 * 60.0, 60.0: 160 * 60.0}  # the study's wall time per fragment length
 MODEL = "encodec_48khz"
+# torch's intra-op threads as a fresh script gets them (one per core), read before any sonovec
+# backend loads: the torch backend sets the process-wide count to 1 for its single-thread calls,
+# and a loop run after it in this process would otherwise inherit that (it did until 2026-12-02).
+SCRIPT_THREADS = torch.get_num_threads()
 
 
 # ---- (a) the study's per-file loop -------------------------------------------------------------------
@@ -85,6 +90,17 @@ def study_loop(paths: list[Path], fragment_s: float, model: torch.nn.Module,
 # ---- the methods: each loaded once, then run on one share of the files per round --------------------
 
 
+@contextlib.contextmanager
+def script_threads() -> Iterator[None]:
+    """torch's default intra-op threads for the loop, then back to what the backends set."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(SCRIPT_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class Loop:
     """(a) The study's loop, on its own model instance (torch's default threads, as a script has)."""
 
@@ -99,10 +115,12 @@ class Loop:
         self.model.set_target_bandwidth(6.0)
 
     def warm_up(self, recordings: list[Path], fragments: list[Path]) -> None:
-        study_loop(recordings[:1], 1.0, self.model, self.device)
+        with script_threads():
+            study_loop(recordings[:1], 1.0, self.model, self.device)
 
     def run(self, recordings: list[Path], fragments: list[Path], fragment_s: float, tag: str) -> None:
-        study_loop(recordings, fragment_s, self.model, self.device)
+        with script_threads():
+            study_loop(recordings, fragment_s, self.model, self.device)
 
     def close(self) -> None:
         pass
