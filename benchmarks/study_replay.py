@@ -303,7 +303,7 @@ def plot(rows: list[dict], name: str) -> None:
         study = STUDY_SECONDS.get(fragment_s)
         if study:
             ax.axvline(RECORDINGS * fragment_s / study, color="red", ls="--", label="study, RTX 4060")
-        ax.axvline(15, color="green", ls=":", label="target: 15x")
+        ax.axvline(25, color="green", ls=":", label="target (issue 11): 25x")
         ax.set_xlabel("x real time")
         ax.set_title(f"{fragment_s:g} s fragments (48 kHz, random-init weights)")
     handles, labels = axes[0][0].get_legend_handles_labels()
