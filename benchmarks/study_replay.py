@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +54,8 @@ from common import (
     write_json,
 )
 from tqdm import tqdm
+
+from sonovec.models.weights import torch_threads
 
 RECORDINGS = 1184
 STUDY_SECONDS = {10.0: 30 * 60.0, 60.0: 160 * 60.0}  # the study's wall time per fragment length
@@ -90,17 +91,6 @@ def study_loop(paths: list[Path], fragment_s: float, model: torch.nn.Module,
 # ---- the methods: each loaded once, then run on one share of the files per round --------------------
 
 
-@contextlib.contextmanager
-def script_threads() -> Iterator[None]:
-    """torch's default intra-op threads for the loop, then back to what the backends set."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(SCRIPT_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class Loop:
     """(a) The study's loop, on its own model instance (torch's default threads, as a script has)."""
 
@@ -115,11 +105,11 @@ class Loop:
         self.model.set_target_bandwidth(6.0)
 
     def warm_up(self, recordings: list[Path], fragments: list[Path]) -> None:
-        with script_threads():
+        with torch_threads(SCRIPT_THREADS):
             study_loop(recordings[:1], 1.0, self.model, self.device)
 
     def run(self, recordings: list[Path], fragments: list[Path], fragment_s: float, tag: str) -> None:
-        with script_threads():
+        with torch_threads(SCRIPT_THREADS):
             study_loop(recordings, fragment_s, self.model, self.device)
 
     def close(self) -> None:

@@ -88,7 +88,7 @@ def new_model(model_name: str, seed: int | None = None) -> EncodecModel:
     # fork_rng: seeding must not reset the caller's global RNG stream. One thread: weight norm's g and
     # the codebooks come from reductions whose float rounding depends on how many threads split them,
     # and the same seed must give the same bits (the same fingerprint) whatever --threads says.
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), _one_thread():
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), torch_threads(1):
         if seed is not None:
             torch.manual_seed(seed)
         # encodec wraps every conv in the deprecated torch.nn.utils.weight_norm; nothing we can act on.
@@ -100,9 +100,10 @@ def new_model(model_name: str, seed: int | None = None) -> EncodecModel:
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's process-wide intra-op threads set to ``count`` inside, restored after."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
