@@ -9,6 +9,7 @@ and Retry-After as trailing metadata.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -153,29 +154,26 @@ class SonovecServicer(LabRpcs, spb_grpc.SonovecServicer):
     ) -> AsyncIterator[spb.EmbedManyResponse]:
         """The core's ``embed_many``: each result is sent as soon as it is ready."""
         started = time.perf_counter()
-        held: Reservation | None = None  # the request's bytes, for the stream's lifetime (as guarded)
-        try:
-            service = self._admit(context)
-            held = service.memory.reservation("body")
-            held.grow_to(request.ByteSize())
-            sources = [convert.audio_source(a, f"recordings[{i}]") for i, a in enumerate(request.recordings)]
-            options = convert.options(request, EmbedOptions, timeout_s=deadline(context))
-            results = service.embed_many(sources, options)
-        except SonovecError as exc:
-            if held is not None:
-                held.release()
-            self._observe("EmbedMany", GRPC_CODE[exc.kind], started)
-            await abort(context, exc)
-            return
-        try:
-            async for index, result in results:
-                if isinstance(result, SonovecError):
-                    yield spb.EmbedManyResponse(index=index, error=convert.error(result))
-                else:
-                    yield spb.EmbedManyResponse(index=index, result=convert.embed_response(result))
-        finally:
-            held.release()
-            self._observe("EmbedMany", "OK", started)
+        with contextlib.ExitStack() as held:  # the request's bytes, for the stream's lifetime (as guarded)
+            try:
+                service = self._admit(context)
+                held.enter_context(service.memory.holding("body", request.ByteSize()))
+                recordings = enumerate(request.recordings)
+                sources = [convert.audio_source(a, f"recordings[{i}]") for i, a in recordings]
+                options = convert.options(request, EmbedOptions, timeout_s=deadline(context))
+                results = service.embed_many(sources, options)
+            except SonovecError as exc:
+                self._observe("EmbedMany", GRPC_CODE[exc.kind], started)
+                await abort(context, exc)
+                return
+            try:
+                async for index, result in results:
+                    if isinstance(result, SonovecError):
+                        yield spb.EmbedManyResponse(index=index, error=convert.error(result))
+                    else:
+                        yield spb.EmbedManyResponse(index=index, result=convert.embed_response(result))
+            finally:
+                self._observe("EmbedMany", "OK", started)
 
     # ---- codes ----
 
