@@ -52,6 +52,8 @@ from sonovec.models.base import ModelSpec
 logger = logging.getLogger(__name__)
 
 QUANTIZE_VERSION = 5  # bump when the quantized graphs change
+FOLDER = "int8"
+CALIBRATION_CLIPS = 24
 FRONT_CONVS = 17  # convolutions in a front graph (SEANet encoder without its LSTM and last conv)
 # Which of them run int8 (see above), by module path in the export: the downsampling convs of
 # stages 2 and 3, the first conv of the residual blocks of stages 3 and 4, the last downsampling conv
@@ -62,8 +64,6 @@ QUANTIZED_CONVS = ("layers.6/conv", "layers.7/block/block.1", "layers.9/conv", "
 def is_quantized(conv: str) -> bool:
     """Whether the conv node named ``conv`` (``/layers/layers.6/conv/conv/conv2d/Conv``) runs int8."""
     return any(conv.startswith(f"/layers/{path}/") for path in QUANTIZED_CONVS)
-FOLDER = "int8"
-CALIBRATION_CLIPS = 24
 
 
 def calibration_audio(spec: ModelSpec, length: int, count: int = CALIBRATION_CLIPS,

@@ -197,7 +197,6 @@ _PUBLISHED_LIMITS = (
     "max_audio_seconds",
     "max_channels",
     "max_recordings",
-    "max_batch_seconds",
     "max_queue_seconds",
     "request_timeout_s",
 )
@@ -207,8 +206,8 @@ def published_limits(settings: Settings) -> dict[str, Any]:
     """The limits on input as both transports publish them (REST ``Limits`` in /v1/models, gRPC
     ``Limits`` in Models and Info): those settings, and the accepted formats."""
     limits: dict[str, Any] = {name: getattr(settings, name) for name in _PUBLISHED_LIMITS}
-    limits["max_batch_seconds"] = max(batch_seconds(settings, name) for name in settings.models)
-    return {**limits, "formats": list(SUPPORTED_FORMATS)}
+    largest_batch = max(batch_seconds(settings, name) for name in settings.models)  # per model, or set
+    return {**limits, "max_batch_seconds": largest_batch, "formats": list(SUPPORTED_FORMATS)}
 
 
 def batch_seconds(settings: Settings, model: str) -> float:
